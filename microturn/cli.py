@@ -1,0 +1,141 @@
+"""The ``microturn`` command line: ``demo``, ``replay``, ``show``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from microturn.messages import MESSAGE_TYPES, Message, describe
+from microturn.runtime import (
+    MicroturnError,
+    configure_logging,
+    load_factory,
+    open_session,
+    read_recording,
+    replay,
+    run_lockstep,
+)
+
+__all__ = ["main"]
+
+
+def _timeline_line(message: Message) -> str:
+    stamp = message.stamp
+    assert stamp is not None
+    return (
+        f"{stamp.time:9.3f} {stamp.tick:6d} {stamp.seq:7d}  {stamp.source:<14} "
+        f"{type(message).__name__:<16} {describe(message, limit=100)}"
+    )
+
+
+def _print_timeline(messages: Sequence[Message]) -> None:
+    print(f"{'time(s)':>9} {'tick':>6} {'seq':>7}  {'source':<14} {'message':<16} fields")
+    for message in messages:
+        print(_timeline_line(message))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from microturn.demo import DEMO_LINES, build
+    from microturn.messages import UserText
+
+    seen: list[Message] = []
+
+    async def main() -> None:
+        async with open_session(
+            build(),
+            mode="lockstep",
+            record=args.record,
+            factory="microturn.demo:build",
+            session_id="demo",
+            taps=[seen.append],
+        ) as session:
+            for at, text in DEMO_LINES:
+                session.schedule(UserText(text=text), at)
+            await session.run_ticks(args.ticks)
+        shown = [m for m in seen if type(m).__name__ in {"UserText", "Playout", "DialogState", "SessionEnded"}]
+        _print_timeline(shown)
+        print(f"\n{session.stats()['messages']} messages over {args.ticks} ticks (virtual time, lockstep)")
+        if args.record:
+            print(f"recorded to {args.record}: replay it with `microturn replay {args.record}`")
+
+    run_lockstep(main)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    factory = load_factory(args.factory) if args.factory else None
+    result = run_lockstep(lambda: replay(args.file, factory=factory))
+    if result.truncated:
+        print(f"warning: {args.file} is cut off ({result.problem}); replaying its intact prefix")
+    if result.ok:
+        print(f"replay OK: {result.compared} messages identical")
+        return 0
+    print(f"replay FAILED after {result.compared} identical messages")
+    print(result.divergence)
+    return 1
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    rec = read_recording(args.file)
+    unknown = [t for t in args.type or [] if t not in MESSAGE_TYPES]
+    if unknown:
+        print(f"error: unknown message type(s) {', '.join(unknown)}; known: {', '.join(sorted(MESSAGE_TYPES))}")
+        return 2
+    messages = [
+        m
+        for m in rec.messages
+        if (not args.actor or (m.stamp is not None and m.stamp.source in args.actor))
+        and (not args.type or type(m).__name__ in args.type)
+    ]
+    h = rec.header
+    print(f"recording {rec.path}: session {h.session_id!r}, {h.mode}, tick {h.tick_period * 1000:.0f} ms, "
+          f"actors {', '.join(h.actors)}, {len(rec.messages)} messages")
+    _print_timeline(messages[: args.limit] if args.limit else messages)
+    if rec.truncated:
+        print(f"warning: the recording is cut off: {rec.problem}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``microturn`` command."""
+    parser = argparse.ArgumentParser(
+        prog="microturn",
+        description="Real-time, full-duplex human-AI interaction in 200 ms micro-turns.",
+    )
+    parser.add_argument("--log-level", default="warning", help="debug, info, warning (default), error")
+    parser.add_argument("--log-json", metavar="FILE", help="write structured logs as JSON lines to FILE")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the small example session in lockstep and print its timeline")
+    demo.add_argument("--ticks", type=int, default=25, help="micro-turns to run (default 25 = 5 s)")
+    demo.add_argument("--record", metavar="FILE", help="write the session's recording to FILE")
+    demo.set_defaults(fn=_cmd_demo)
+
+    rep = sub.add_parser("replay", help="replay a recording and compare every message; exit 1 on divergence")
+    rep.add_argument("file")
+    rep.add_argument("--factory", metavar="MODULE:FUNCTION", help="build the actors with this instead")
+    rep.set_defaults(fn=_cmd_replay)
+
+    show = sub.add_parser("show", help="print a recording as a readable timeline")
+    show.add_argument("file")
+    show.add_argument("--actor", action="append", metavar="NAME", help="only messages from this source")
+    show.add_argument("--type", action="append", metavar="TYPE", help="only messages of this type")
+    show.add_argument("--limit", type=int, default=0, help="print at most this many lines")
+    show.set_defaults(fn=_cmd_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``microturn`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, json_file=args.log_json)
+    try:
+        return args.fn(args)
+    except MicroturnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""microturn.model (see DESIGN §2)."""

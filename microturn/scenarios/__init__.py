@@ -1,0 +1,1 @@
+"""microturn.scenarios (see DESIGN §2)."""

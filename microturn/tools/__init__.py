@@ -1,0 +1,1 @@
+"""microturn.tools (see DESIGN §2)."""

@@ -1,0 +1,1 @@
+"""microturn.training (see DESIGN §2)."""
