@@ -17,19 +17,10 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised only without 
         "microturn.kernels needs torch; install the torch extra: pip install 'microturn[torch]'"
     ) from exc
 
-from .attention import (
-    DECODE_SPLIT_SIZE,
-    PREFILL_SPLIT_SIZE,
-    SPLIT_ALIGN,
-    attention,
-    kv_cache_write,
-    split_kv_attention_reference,
-    split_kv_attention_triton,
-)
-from .dispatch import Backend, interpreter_enabled, select_backend, triton_available
+from .dispatch import Backend, interpreter_enabled, interpreter_problem, select_backend, triton_available
 from .errors import KernelBackendError, KernelInputError
+from .gemm import matmul, matmul_reference, matmul_triton
 from .invariant import ROW_BLOCK, blocked_mm, det_exp, det_silu, tree_sum
-from .matmul import matmul, matmul_reference, matmul_triton
 from .moe import (
     moe_align_block_size,
     moe_gemv,
@@ -40,6 +31,15 @@ from .moe import (
     moe_grouped_gemm_triton,
 )
 from .norms import rms_norm, rms_norm_reference, rms_norm_triton
+from .split_kv import (
+    DECODE_SPLIT_SIZE,
+    PREFILL_SPLIT_SIZE,
+    SPLIT_ALIGN,
+    attention,
+    kv_cache_write,
+    split_kv_attention_reference,
+    split_kv_attention_triton,
+)
 
 __all__ = [
     "DECODE_SPLIT_SIZE",
@@ -54,6 +54,7 @@ __all__ = [
     "det_exp",
     "det_silu",
     "interpreter_enabled",
+    "interpreter_problem",
     "kv_cache_write",
     "matmul",
     "matmul_reference",

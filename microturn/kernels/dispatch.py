@@ -7,7 +7,9 @@ first Triton call rather than before the first import of this package.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import itertools
 import os
 import sys
 from typing import TYPE_CHECKING, Literal
@@ -17,7 +19,7 @@ from .errors import KernelBackendError, KernelInputError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Backend", "interpreter_enabled", "select_backend", "triton_available"]
+__all__ = ["Backend", "interpreter_enabled", "interpreter_problem", "select_backend", "triton_available"]
 
 Backend = Literal["triton", "torch"]
 
@@ -30,6 +32,36 @@ def triton_available() -> bool:
         return importlib.util.find_spec("triton") is not None
     except (ImportError, ValueError):
         return False
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def interpreter_problem() -> str | None:
+    """Why Triton kernels cannot run on CPU tensors through the interpreter here, or None when they can.
+
+    Triton's interpreter before 3.7 turns one-element arrays into Python ints, which numpy 2.4 refuses, so
+    every kernel with a runtime loop bound fails there with an opaque TypeError.
+    """
+    if not triton_available():
+        return "the triton package is not installed"
+    try:
+        triton_version = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    import numpy
+
+    if _version(triton_version) < (3, 7) and _version(numpy.__version__) >= (2, 4):
+        return (
+            f"the Triton interpreter of triton {triton_version} fails with numpy {numpy.__version__}: "
+            "install triton>=3.7 (or numpy<2.4) to run Triton kernels on the CPU"
+        )
+    return None
 
 
 def interpreter_enabled() -> bool:
@@ -53,9 +85,13 @@ def select_backend(backend: str | None, *tensors: torch.Tensor) -> Backend:
         raise KernelInputError(f"backend: expected 'triton', 'torch' or None, got {backend!r}")
     if not triton_available():
         raise KernelBackendError("backend='triton' was requested but the triton package is not installed")
-    if not on_cuda and not interpreter_enabled():
-        raise KernelBackendError(
-            "backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 (set before the first Triton call) "
-            "to run the kernels on the CPU through the Triton interpreter"
-        )
+    if not on_cuda:
+        if not interpreter_enabled():
+            raise KernelBackendError(
+                "backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 (set before the first Triton call) "
+                "to run the kernels on the CPU through the Triton interpreter"
+            )
+        problem = interpreter_problem()
+        if problem is not None:
+            raise KernelBackendError(f"backend='triton' on CPU tensors: {problem}")
     return "triton"

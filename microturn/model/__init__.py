@@ -1,1 +1,25 @@
-"""microturn.model (see DESIGN §2)."""
+"""The interaction model: its protocol (torch-free) and backends. Importing this package needs no torch."""
+
+from .protocol import (
+    CONTROL_TOKENS,
+    BlockingModelSession,
+    ModelBackend,
+    ModelError,
+    ModelSession,
+    ModelSpec,
+    StepInput,
+    StepOutput,
+    ToolRequest,
+)
+
+__all__ = [
+    "CONTROL_TOKENS",
+    "BlockingModelSession",
+    "ModelBackend",
+    "ModelError",
+    "ModelSession",
+    "ModelSpec",
+    "StepInput",
+    "StepOutput",
+    "ToolRequest",
+]

@@ -116,8 +116,18 @@ class Actor:
         return self.session.clock.now()
 
     async def publish(self, message: Message) -> Message:
-        """Publish on the session bus, stamped with this actor's name; returns the stamped message."""
-        return await self.session.bus.publish(message, self.name)
+        """Publish on the session bus, stamped with this actor's name; returns the stamped message.
+
+        In lockstep, owned work takes the baton for the publish, so its messages never race a handler's."""
+        session = self.session
+        turnstile = session.turnstile
+        if turnstile is None or turnstile.holds():
+            return await session.bus.publish(message, self.name)
+        await turnstile.acquire()
+        try:
+            return await session.bus.publish(message, self.name)
+        finally:
+            turnstile.release()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of session time (virtual in lockstep). Use this, never ``trio.sleep``, in actors."""
@@ -155,19 +165,12 @@ class Actor:
         async def run() -> None:
             with scope:
                 try:
-                    if turnstile is None:
-                        await fn(*args)
-                    else:
-                        # Lockstep: start at a scheduler event (when the session has settled), then run under
-                        # the baton, so owned work never races a handler for the next sequence number.
+                    if turnstile is not None:
+                        # Lockstep: start at a scheduler event, once the session has settled, so two pieces of
+                        # work spawned in one step start one after the other, never racing.
                         clock = self.session.clock
                         await clock.sleep_until(clock.now())
-                        await turnstile.acquire()
-                        try:
-                            await fn(*args)
-                        finally:
-                            if turnstile.holds():
-                                turnstile.release()
+                    await fn(*args)
                 finally:
                     if generation is not None:
                         scopes = self._generations.get(generation)

@@ -1,12 +1,13 @@
-"""The lockstep turnstile: actor code runs one step at a time, in bus order.
+"""The lockstep turnstile: actor handlers run one at a time, in bus order.
 
 Two actors that receive the same message would otherwise run in whatever order trio's (deliberately
 randomised) scheduler picks, and whichever publishes first gets the lower sequence number. In lockstep the
-turnstile removes that freedom: exactly one actor step holds the baton at a time — a message handler, or a
-stretch of an actor's owned work between session-timer sleeps — and when the baton is free it goes to the
-mailbox whose next message has the lowest sequence number (ties: actor registration order). Holding the
-baton is also holding the session clock (an owed acknowledgement), so virtual time stands still while any
-actor step is under way, even one waiting on a thread or a socket.
+turnstile removes that freedom: exactly one holder of the baton at a time — a message handler for its whole
+run (except while it sleeps on a session timer), or an actor's owned work for the length of one publish —
+and when the baton is free it goes first to owned work waiting to publish, then to the mailbox whose next
+message has the lowest sequence number (ties: actor registration order). Holding the baton is also holding
+the session clock (an owed acknowledgement), so virtual time stands still while a handler is under way, even
+one waiting on a thread or a socket.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class Turnstile:
     def _grant(self, task: trio.lowlevel.Task) -> None:
         self.owner = task
         self.clock.hold()
-        trio.lowlevel.reschedule(task)
+        if task is not trio.lowlevel.current_task():  # the asker itself is running, not parked
+            trio.lowlevel.reschedule(task)
 
     async def next_message_turn(self, mailbox: Mailbox) -> None:
         """Wait until ``mailbox``'s actor holds the baton and its next message is due."""
@@ -72,6 +74,8 @@ class Turnstile:
             return trio.lowlevel.Abort.SUCCEEDED
 
         self.notify()
+        if self.owner is task:
+            return
         await self._park(abort, task)
 
     async def acquire(self) -> None:

@@ -5,15 +5,16 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest
 import torch
 
+import microturn.kernels.split_kv as split_kv_module
 from microturn.kernels import (
     DECODE_SPLIT_SIZE,
     KernelInputError,
     attention,
+    interpreter_problem,
     kv_cache_write,
-    triton_available,
 )
 
-requires_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+requires_triton = pytest.mark.skipif(interpreter_problem() is not None, reason=str(interpreter_problem()))
 # The reference always; Triton on the CPU through its interpreter (TRITON_INTERPRET=1).
 BACKENDS = ["torch", pytest.param("triton", marks=requires_triton)]
 
@@ -26,12 +27,14 @@ NUM_BLOCKS = 64
 class Cache:
     """A paged KV cache shared by several sessions, each with its own shuffled block table."""
 
-    def __init__(self, hkv: int, dh: int, dtype: torch.dtype, max_blocks: int = 16, seed: int = 0):
+    def __init__(
+        self, hkv: int, dh: int, dtype: torch.dtype, max_blocks: int = 16, seed: int = 0, num_blocks: int = NUM_BLOCKS
+    ):
         self.gen = torch.Generator().manual_seed(seed)
         # NaN-filled so that reading a slot that was never written shows up in the results.
-        self.k = torch.full((NUM_BLOCKS, BLOCK, hkv, dh), float("nan"), dtype=dtype)
-        self.v = torch.full((NUM_BLOCKS, BLOCK, hkv, dh), float("nan"), dtype=dtype)
-        self.free = torch.randperm(NUM_BLOCKS, generator=self.gen).tolist()
+        self.k = torch.full((num_blocks, BLOCK, hkv, dh), float("nan"), dtype=dtype)
+        self.v = torch.full((num_blocks, BLOCK, hkv, dh), float("nan"), dtype=dtype)
+        self.free = torch.randperm(num_blocks, generator=self.gen).tolist()
         self.max_blocks = max_blocks
         self.hkv, self.dh, self.dtype = hkv, dh, dtype
 
@@ -171,6 +174,29 @@ def test_chunked_prefill_equals_one_pass_bitwise(backend, dtype, window, chunk):
         )
     assert torch.equal(torch.cat(parts), one_pass)
     torch.testing.assert_close(one_pass.double(), _naive(q, k, v, 0, window), atol=TOL[dtype], rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("window", [None, 20])
+def test_several_key_tiles_per_split(backend, window, monkeypatch):
+    # Small tiles (reference) and splits of two 64-key tiles (Triton) exercise the fold inside a split.
+    monkeypatch.setattr(split_kv_module, "_REF_TILE_MAX", 16)
+    cache = Cache(1, 16, torch.float32, max_blocks=38, seed=11, num_blocks=80)
+    length, split = 150, 128
+    k, v = cache.tokens(length)
+    q = torch.randn(length, 2, 16)
+    one_table, _, _ = cache.new_session()
+    kv_cache_write(cache.k, cache.v, one_table, 0, k, v)
+    one_pass = attention(q, cache.k, cache.v, one_table, length, split_size=split, window=window, backend=backend)
+    torch.testing.assert_close(one_pass.double(), _naive(q, k, v, 0, window), atol=2e-5, rtol=2e-5)
+    chunk_table, _, _ = cache.new_session()
+    parts = []
+    for start in range(0, length, 37):
+        end = min(start + 37, length)
+        kv_cache_write(cache.k, cache.v, chunk_table, start, k[start:end], v[start:end])
+        parts.append(attention(q[start:end], cache.k, cache.v, chunk_table, end, split_size=split, window=window,
+                               backend=backend))  # fmt: skip
+    assert torch.equal(torch.cat(parts), one_pass)
 
 
 def test_decode_split_default_is_a_valid_split():

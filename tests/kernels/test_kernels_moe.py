@@ -7,14 +7,14 @@ import torch
 
 from microturn.kernels import (
     KernelInputError,
+    interpreter_problem,
     moe_align_block_size,
     moe_gemv,
     moe_gemv_reference,
     moe_grouped_gemm,
-    triton_available,
 )
 
-requires_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+requires_triton = pytest.mark.skipif(interpreter_problem() is not None, reason=str(interpreter_problem()))
 # The reference always; Triton on the CPU through its interpreter (TRITON_INTERPRET=1).
 BACKENDS = ["torch", pytest.param("triton", marks=requires_triton)]
 

@@ -5,9 +5,9 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest
 import torch
 
-from microturn.kernels import KernelInputError, rms_norm, rms_norm_reference, triton_available
+from microturn.kernels import KernelInputError, interpreter_problem, rms_norm, rms_norm_reference
 
-requires_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+requires_triton = pytest.mark.skipif(interpreter_problem() is not None, reason=str(interpreter_problem()))
 # The reference always; Triton on the CPU through its interpreter (TRITON_INTERPRET=1).
 BACKENDS = ["torch", pytest.param("triton", marks=requires_triton)]
 

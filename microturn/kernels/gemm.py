@@ -38,10 +38,10 @@ def matmul_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def matmul_triton(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` with the Triton kernel (fixed tiles, no split-K, float32 accumulation)."""
     _check(a, b)
-    from . import triton_matmul
+    from . import triton_gemm
 
     a2 = a.reshape(-1, a.shape[-1])
-    return triton_matmul.matmul(a2, b).reshape(*a.shape[:-1], b.shape[1])
+    return triton_gemm.matmul(a2, b).reshape(*a.shape[:-1], b.shape[1])
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:

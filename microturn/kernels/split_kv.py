@@ -53,8 +53,6 @@ class _Args:
     block_table: torch.Tensor  # [B, max_blocks]
     seq_lens: torch.Tensor  # [B], on q's device
     query_start: torch.Tensor  # [B + 1], on q's device
-    single: bool  # one session given as plain ints: the per-token metadata can be built without device reads
-    seq_len0: int  # seq_lens[0] when single
     scale: float
     causal: bool
     window: int | None
@@ -104,7 +102,6 @@ def _prepare(
         block_table = block_table.unsqueeze(0)
     check_tensor("block_table", block_table, ["B", "max_blocks"], sizes, INDEX_DTYPES)
     check_same_device(["q", "k_cache", "v_cache", "block_table"], [q, k_cache, v_cache, block_table])
-    single = isinstance(seq_lens, int) and not isinstance(seq_lens, bool) and query_start is None
     seq_lens_t = _as_index_tensor("seq_lens", seq_lens, q.device)
     check_tensor("seq_lens", seq_lens_t, ["B"], sizes)
     if query_start is None:
@@ -154,8 +151,6 @@ def _prepare(
         block_table,
         seq_lens_t,
         query_start_t,
-        single,
-        seq_lens if single else -1,
         float(scale),
         bool(causal),
         window,
@@ -164,18 +159,27 @@ def _prepare(
     )
 
 
-def _gather_split(a: _Args, b: int, length: int, s: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys and values of split s of session b as fresh fp32 [Hq, S, Dh] tensors, zeros past the sequence end."""
-    size, bs = a.split_size, a.sizes["block_size"]
+# The reference folds each split in key tiles (absolute multiples of the tile, which divides the split), like
+# the Triton kernel, so its cost follows the keys that exist rather than the split size.
+_REF_TILE_MAX = 256
+
+
+def _gather_tile(a: _Args, b: int, length: int, start: int, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values at positions [start, start+tile) of session b as fresh fp32 [Hq, tile, Dh] tensors.
+
+    Positions past the sequence end read as zeros (the cache may hold anything there, NaN included), and every
+    tile is a new contiguous tensor so each GEMM sees the same shape, strides and alignment.
+    """
+    bs = a.sizes["block_size"]
     group = a.sizes["Hq"] // a.sizes["Hkv"]
-    pos = torch.arange(s * size, (s + 1) * size, device=a.q.device)
+    pos = torch.arange(start, start + tile, device=a.q.device)
     inside = (pos < length)[:, None, None]
     pos = pos.clamp(max=length - 1)
     phys = a.block_table[b, pos // bs].long()
     off = pos % bs
     out = []
     for cache in (a.k_cache, a.v_cache):
-        kv = torch.where(inside, cache[phys, off].float(), 0.0)  # [S, Hkv, Dh]
+        kv = torch.where(inside, cache[phys, off].float(), 0.0)  # [tile, Hkv, Dh]
         out.append(kv.permute(1, 0, 2).repeat_interleave(group, dim=0).contiguous())
     return out[0], out[1]
 
@@ -195,49 +199,62 @@ def split_kv_attention_reference(
 ) -> torch.Tensor:
     """Split-KV attention in torch (see the module docstring); bitwise batch- and chunking-invariant.
 
-    Query rows go through in fixed blocks of 16, each split is padded to exactly ``split_size`` keys, and exp
-    and sums use the elementwise-deterministic helpers, so every GEMM and every reduction has one fixed shape.
+    Query rows go through in fixed blocks of 16, keys in fixed absolute tiles inside each split, and exp and
+    sums use the elementwise-deterministic helpers, so every GEMM and reduction has one fixed shape and a key
+    tile or split with nothing for a row leaves that row's state bit for bit.
     """
     a = _prepare(q, k_cache, v_cache, block_table, seq_lens, query_start, scale, causal, window, split_size)
     hq, dh, size = a.sizes["Hq"], a.sizes["Dh"], a.split_size
+    tile = min(_REF_TILE_MAX, size & -size)
     out = torch.empty_like(q)
-    neg_inf = torch.tensor(float("-inf"), device=q.device)
+    dev = q.device
+    neg_inf = torch.tensor(float("-inf"), device=dev)
     qs, lens = a.query_start.tolist(), a.seq_lens.tolist()
     for b, length in enumerate(lens):
         first_row, n_b = qs[b], qs[b + 1] - qs[b]
-        splits: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        tiles: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for r0 in range(0, n_b, ROW_BLOCK):
             rows = min(ROW_BLOCK, n_b - r0)
-            pos = torch.arange(ROW_BLOCK, device=q.device).clamp(max=rows - 1) + (length - n_b + r0)
+            pos = torch.arange(ROW_BLOCK, device=dev).clamp(max=rows - 1) + (length - n_b + r0)
             q_block = q.new_zeros(ROW_BLOCK, hq, dh, dtype=torch.float32)
             q_block[:rows] = q[first_row + r0 : first_row + r0 + rows].float()
             q_heads = q_block.transpose(0, 1).contiguous()  # [Hq, 16, Dh]
             lo_key = max(0, int(pos[0]) - a.window + 1) if a.window else 0
-            hi_key = int(pos[-1]) if a.causal else length - 1
-            m = torch.full((hq, ROW_BLOCK), float("-inf"), device=q.device)
-            l_sum = torch.zeros(hq, ROW_BLOCK, device=q.device)
-            acc = torch.zeros(hq, ROW_BLOCK, dh, device=q.device)
-            for s in range(lo_key // size, hi_key // size + 1):
-                if s not in splits:
-                    splits[s] = _gather_split(a, b, length, s)
-                k_heads, v_heads = splits[s]
-                key_pos = torch.arange(s * size, (s + 1) * size, device=q.device)[None, :]
-                if a.causal:
-                    valid = key_pos <= pos[:, None]
-                    if a.window:
-                        valid = valid & (key_pos > pos[:, None] - a.window)
-                else:
-                    valid = (key_pos < length).expand(ROW_BLOCK, size)
-                scores = torch.where(valid, torch.bmm(q_heads, k_heads.transpose(1, 2)) * a.scale, neg_inf)
-                m_s = scores.amax(dim=-1)
-                p = torch.where(valid, det_exp(scores - torch.where(m_s == neg_inf, 0.0, m_s)[..., None]), 0.0)
+            hi_key = int(pos[-1]) + 1 if a.causal else length
+            m = torch.full((hq, ROW_BLOCK), float("-inf"), device=dev)
+            l_sum = torch.zeros(hq, ROW_BLOCK, device=dev)
+            acc = torch.zeros(hq, ROW_BLOCK, dh, device=dev)
+            for s in range(lo_key // size, (hi_key - 1) // size + 1):
+                m_s = torch.full((hq, ROW_BLOCK), float("-inf"), device=dev)
+                l_s = torch.zeros(hq, ROW_BLOCK, device=dev)
+                acc_s = torch.zeros(hq, ROW_BLOCK, dh, device=dev)
+                split_end = min((s + 1) * size, hi_key)
+                for t0 in range(max(s * size, lo_key) // tile * tile, split_end, tile):
+                    if t0 not in tiles:
+                        tiles[t0] = _gather_tile(a, b, length, t0, tile)
+                    k_heads, v_heads = tiles[t0]
+                    key_pos = torch.arange(t0, t0 + tile, device=dev)[None, :]
+                    if a.causal:
+                        valid = key_pos <= pos[:, None]
+                        if a.window:
+                            valid = valid & (key_pos > pos[:, None] - a.window)
+                    else:
+                        valid = (key_pos < length).expand(ROW_BLOCK, tile)
+                    scores = torch.where(valid, torch.bmm(q_heads, k_heads.transpose(1, 2)) * a.scale, neg_inf)
+                    m_new = torch.maximum(m_s, scores.amax(dim=-1))
+                    m_safe = torch.where(m_new == neg_inf, 0.0, m_new)
+                    # A tile with nothing for a row must leave its state bit for bit: weight exactly 1.
+                    alpha = torch.where(m_s == m_new, 1.0, det_exp(m_s - m_safe))
+                    p = torch.where(valid, det_exp(scores - m_safe[..., None]), 0.0)
+                    l_s = l_s * alpha + tree_sum(p)
+                    acc_s = acc_s * alpha[..., None] + torch.bmm(p, v_heads)
+                    m_s = m_new
+                # Merge the split left to right; an empty split or empty state gets weight exactly 0.
                 m_new = torch.maximum(m, m_s)
-                # An empty split (m_s = -inf) or an empty state (m = -inf) gets weight exactly 0, so skipping a
-                # split and merging an empty one give the same bits.
                 alpha = torch.where(m == neg_inf, 0.0, det_exp(m - m_new))
                 beta = torch.where(m_s == neg_inf, 0.0, det_exp(m_s - m_new))
-                acc = acc * alpha[..., None] + torch.bmm(p, v_heads) * beta[..., None]
-                l_sum = l_sum * alpha + tree_sum(p) * beta
+                acc = acc * alpha[..., None] + acc_s * beta[..., None]
+                l_sum = l_sum * alpha + l_s * beta
                 m = m_new
             res = acc / l_sum[..., None]
             out[first_row + r0 : first_row + r0 + rows] = res.transpose(0, 1)[:rows].to(q.dtype)
@@ -257,31 +274,19 @@ def split_kv_attention_triton(
     window: int | None = None,
     split_size: int = PREFILL_SPLIT_SIZE,
 ) -> torch.Tensor:
-    """Split-KV attention with the Triton kernels: one program per (token, KV head, split), then a merge.
-
-    Nothing is read back from the device: the launch grid comes from the block table's capacity.
+    """Split-KV attention with the Triton kernels: one program per (session, 16 tokens, KV head, split), then
+    a merge per (token, head). Nothing is read back from the device: the grid comes from host-known bounds.
     """
     a = _prepare(q, k_cache, v_cache, block_table, seq_lens, query_start, scale, causal, window, split_size)
-    from . import triton_attention
+    from . import triton_split_kv
 
-    n = a.sizes["N"]
-    if a.single:
-        tok_seq = torch.zeros(n, dtype=torch.int32, device=q.device)
-        tok_pos = torch.arange(a.seq_len0 - n, a.seq_len0, dtype=torch.int32, device=q.device)
-    else:
-        qs = a.query_start.long()
-        counts = qs[1:] - qs[:-1]
-        seq = torch.repeat_interleave(torch.arange(counts.numel(), device=q.device), counts, output_size=n)
-        tok_pos = (a.seq_lens.long()[seq] - qs[seq + 1] + torch.arange(n, device=q.device)).to(torch.int32)
-        tok_seq = seq.to(torch.int32)
-    return triton_attention.split_kv_attention(
+    return triton_split_kv.split_kv_attention(
         q,
         k_cache,
         v_cache,
         a.block_table,
         a.seq_lens,
-        tok_seq,
-        tok_pos,
+        a.query_start,
         scale=a.scale,
         causal=a.causal,
         window=a.window,

@@ -1,0 +1,291 @@
+"""The scripted policy: a rule-based micro-turn policy behind the model protocol.
+
+It is the test double of the interaction model and the future training oracle (the target stream a learned
+model imitates). It is not a model and does not pretend to understand anything: it follows a small rule table.
+
+Each step it reads one :class:`StepInput` and emits at most ``outputs_per_tick`` words, paced at
+``words_per_tick`` (default 0.5 words per 200 ms tick, i.e. 150 words per minute, the output mixer's default
+speaking rate; fractional rates accumulate a credit, and the first word of an utterance goes out at once).
+
+Rules, in the order they are applied each step:
+
+- **Listening.** User text accumulates into the user's turn. While the user is ``speaking``, ``pausing`` or
+  ``thinking`` the policy stays silent (controls ``["silence"]``): a thinking pause is never taken over.
+- **Stopping.** When the user is ``interrupting``, the utterance in progress is dropped at once (the rest of the
+  reply is never said) and the policy listens. The same happens when ``StepInput.speaking`` turns false while
+  an utterance is half said: the output side cut it (a barge-in or an ``interrupt`` delivery).
+- **Answering.** When the user is ``yielding`` or ``inviting`` (or, without any dialog state, after the user's
+  text is followed by ``reply_after_silence`` seconds without speech), the turn is answered from the table:
+  a time question -> tool call ``session_time`` and "Let me check the time."; "how are you" -> a pleasantry;
+  another question (a wh-word or auxiliary first, or a "?") -> ``delegate`` with the question as the goal and
+  "Let me look that up."; a greeting, thanks or goodbye -> a stock answer; anything else -> an
+  acknowledgement that echoes the user's words. A turn made only of backchannel words ("mm-hm", "yeah") is
+  not answered; a turn with speech but no text gets "I hear you.".
+- **Backchannelling.** In a long user turn (``backchannel_after`` seconds, default 3, while the user holds the
+  floor and is speaking or pausing) it says one short "mm-hm"-like word, marked with control ``backchannel``.
+- **Background and tools.** A final ``BackgroundUpdate`` with delivery ``interrupt`` is spoken now (the
+  interaction actor has already cut the current utterance); with ``when_idle`` it is queued and spoken at the
+  next idle moment (nothing playing, the user yielding or inviting); ``silent`` is never spoken. A ``failed``
+  update gets an apology when idle. A ``ToolResult`` is phrased ("It is 4.2 seconds into our conversation.")
+  and spoken when idle.
+
+Controls: ``speak`` on every step of an utterance (including steps between words), ``backchannel`` instead for
+backchannels, ``end_utterance`` with its last words, ``delegate`` / ``tool_call`` with the first words of the
+utterance that asks for them, ``silence`` otherwise. Choices between phrasings use ``random.Random(spec.seed)``,
+so a session is a deterministic function of its inputs and seed.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from microturn.messages import BackgroundUpdate, ToolResult
+
+from .protocol import BlockingModelSession, ModelSpec, StepInput, StepOutput, ToolRequest
+
+__all__ = ["ScriptedPolicy", "ScriptedSession", "BACKCHANNEL_WORDS"]
+
+BACKCHANNEL_WORDS = frozenset({"mm-hm", "mhm", "mm", "hmm", "uh-huh", "yeah", "yes", "right", "okay", "ok", "sure"})
+"""Words that, alone, make a user turn a backchannel rather than something to answer."""
+
+_LISTENING = frozenset({"speaking", "pausing", "thinking", "interrupting"})
+_TURN_END = frozenset({"yielding", "inviting"})
+_QUESTION_START = frozenset(
+    "what who where when why how which whose is are can could would will do does did should".split()
+)
+_BACKCHANNELS = ("mm-hm", "uh-huh", "right")
+_ACKS = ("I see.", "Got it.", "Okay.")
+_GREETINGS = ("Hello! How can I help you today?", "Hi there! What can I do for you?")
+_TIME = re.compile(r"\bwhat time\b|\bwhat's the time\b")
+_TIME_Q = re.compile(r"\bthe time\b")
+_HOW_ARE_YOU = re.compile(r"\bhow are you\b")
+_GREETING = re.compile(r"\b(hello|hi|hey|good (morning|afternoon|evening))\b")
+_THANKS = re.compile(r"\b(thanks|thank you)\b")
+_BYE = re.compile(r"\b(bye|goodbye)\b")
+
+
+def _norm(word: str) -> str:
+    return word.lower().strip(".,!?;:\"'")
+
+
+@dataclass
+class _Utterance:
+    """Words the policy intends to say, with what its first words ask for."""
+
+    words: list[str]
+    kind: str = "reply"
+    delegate: str | None = None
+    tool: ToolRequest | None = None
+    pos: int = 0
+    source: tuple[str, ...] = ()
+    """The user words a reply answers (given back if the reply is abandoned before it starts)."""
+
+
+class ScriptedPolicy:
+    """The scripted backend: opens :class:`ScriptedSession` s. Timing parameters are in seconds of session time."""
+
+    name = "scripted"
+
+    def __init__(
+        self,
+        *,
+        words_per_tick: float = 0.5,
+        backchannel_after: float = 3.0,
+        reply_after_silence: float = 0.6,
+        speech_threshold: float = 0.5,
+        tick_period: float = 0.2,
+    ) -> None:
+        if words_per_tick <= 0:
+            raise ValueError(f"ScriptedPolicy(words_per_tick=...) must be > 0, got {words_per_tick!r}")
+        if tick_period <= 0:
+            raise ValueError(f"ScriptedPolicy(tick_period=...) must be > 0, got {tick_period!r}")
+        self.words_per_tick = float(words_per_tick)
+        self.backchannel_ticks = max(1, round(backchannel_after / tick_period))
+        self.reply_silence_ticks = max(1, round(reply_after_silence / tick_period))
+        self.speech_threshold = speech_threshold
+
+    async def open_session(self, spec: ModelSpec) -> ScriptedSession:
+        """Open a fresh conversation; ``spec.options["words_per_tick"]`` overrides the pacing."""
+        return ScriptedSession(self, spec)
+
+
+class ScriptedSession(BlockingModelSession):
+    """One conversation of the scripted policy. Pure Python, computed on the calling thread."""
+
+    def __init__(self, policy: ScriptedPolicy, spec: ModelSpec) -> None:
+        self.policy = policy
+        self.rng = random.Random(spec.seed)
+        self.wpt = float(spec.options.get("words_per_tick", policy.words_per_tick))
+        self.max_words = max(1, int(spec.outputs_per_tick))
+        self.user_words: list[str] = []
+        self.turn_speech = 0  # ticks of user speech in the user's current turn (for speech without text)
+        self.turn_ticks = 0  # ticks the user has held the floor (for backchannels)
+        self.since_backchannel = 0
+        self.silent_ticks = 0
+        self.current: _Utterance | None = None
+        self.reply: _Utterance | None = None
+        self.urgent: deque[_Utterance] = deque()
+        self.idle: deque[_Utterance] = deque()
+        self.credit = 0.0
+        self.steps = 0
+
+    def step_sync(self, step_input: StepInput) -> StepOutput:
+        """Observe one tick's inputs and say (at most) this tick's words."""
+        self.steps += 1
+        state = step_input.dialog.user if step_input.dialog is not None else None
+        self._observe(step_input, state)
+        self._start_next(step_input, state)
+        return self._emit()
+
+    # --- observing ------------------------------------------------------------------------------------------
+
+    def _observe(self, inp: StepInput, state: str | None) -> None:
+        chunk, dialog = inp.chunk, inp.dialog
+        text = chunk.text.strip()
+        speech = bool(text) or chunk.speech_prob >= self.policy.speech_threshold
+        if self.current is not None and self.current.pos > 0 and not inp.speaking:
+            self._drop()  # the output side cut us off: never resume a cut utterance
+        if state == "interrupting":
+            self._drop()
+            if self.reply is not None:
+                self.user_words[:0] = self.reply.source  # not said yet: the words are part of the new turn
+                self.reply = None
+        if text:
+            self.user_words.extend(text.split())
+        holds_floor = dialog.floor == "user" or state == "interrupting" if dialog is not None else not inp.speaking
+        if speech and holds_floor:
+            self.turn_speech += 1
+        self.silent_ticks = 0 if speech else self.silent_ticks + 1
+        in_turn = state in _LISTENING if state is not None else speech
+        self.turn_ticks = self.turn_ticks + 1 if in_turn else 0
+        self.since_backchannel += 1
+        for update in inp.background:
+            self._on_background(update)
+        for result in inp.tool_results:
+            self.idle.append(_Utterance(_phrase_tool(result).split(), kind="tool"))
+        ended = (
+            state in _TURN_END
+            if state is not None
+            else bool(self.user_words) and self.silent_ticks >= self.policy.reply_silence_ticks
+        )
+        if ended and (self.user_words or self.turn_speech >= 2):
+            words, self.user_words = self.user_words, []
+            if self.reply is not None:  # a reply still waiting to start answers the whole turn
+                words, self.reply = [*self.reply.source, *words], None
+            spoke, self.turn_speech = self.turn_speech, 0
+            if any(_norm(w) not in BACKCHANNEL_WORDS for w in words) or (not words and spoke >= 2):
+                self.reply = self._compose(words)
+
+    def _on_background(self, update: BackgroundUpdate) -> None:
+        if update.delivery == "silent" or update.status not in ("final", "failed"):
+            return
+        text = update.text if update.status == "final" else "Sorry, I could not finish looking that up."
+        if not text.strip():
+            return
+        utterance = _Utterance(text.split(), kind="background")
+        if update.delivery == "interrupt" and update.status == "final":
+            self._drop()
+            self.urgent.append(utterance)
+        else:
+            self.idle.append(utterance)
+
+    def _drop(self) -> None:
+        """Stop the utterance in progress; its unsaid words are never said."""
+        self.current = None
+        self.credit = 0.0
+
+    # --- deciding -------------------------------------------------------------------------------------------
+
+    def _compose(self, words: list[str]) -> _Utterance:
+        """Answer one user turn from the rule table."""
+        source = tuple(words)
+        text = " ".join(words)
+        low = " ".join(_norm(w) for w in words)
+        if not any(_norm(w) not in BACKCHANNEL_WORDS for w in words):
+            return _Utterance("I hear you.".split(), source=source)
+        question = _norm(words[0]) in _QUESTION_START or text.rstrip().endswith("?")
+        # Order matters: the specific question rules come before the generic "I cannot answer" one.
+        if _TIME.search(low) or (question and _TIME_Q.search(low)):
+            return _Utterance("Let me check the time.".split(), kind="holding",
+                              tool=ToolRequest(name="session_time"), source=source)
+        if _HOW_ARE_YOU.search(low):
+            return _Utterance("I am doing well, thank you. How can I help?".split(), source=source)
+        if question:
+            return _Utterance("Let me look that up.".split(), kind="holding", delegate=text, source=source)
+        if _GREETING.search(low):
+            return _Utterance(self.rng.choice(_GREETINGS).split(), source=source)
+        if _THANKS.search(low):
+            return _Utterance("You are welcome.".split(), source=source)
+        if _BYE.search(low):
+            return _Utterance("Goodbye, talk to you soon.".split(), source=source)
+        echo = " ".join(words[:8]).rstrip(".,!?;:")
+        return _Utterance(f"{self.rng.choice(_ACKS)} You said {echo}.".split(), source=source)
+
+    def _start_next(self, inp: StepInput, state: str | None) -> None:
+        """Start the next utterance when nothing is being said or played."""
+        if self.current is not None or inp.speaking:
+            return
+        dialog = inp.dialog
+        user_busy = state in _LISTENING if state is not None else self.silent_ticks == 0
+        if self.urgent:
+            self._begin(self.urgent.popleft())
+        elif self.reply is not None and not user_busy:
+            self._begin(self.reply)
+            self.reply = None
+        elif self._backchannel_due(state, dialog is not None and dialog.floor == "user"):
+            self.since_backchannel = 0
+            self._begin(_Utterance([self.rng.choice(_BACKCHANNELS)], kind="backchannel"))
+        elif self.idle and not user_busy and state != "away" and self.reply is None:
+            self._begin(self.idle.popleft())
+
+    def _backchannel_due(self, state: str | None, user_floor: bool) -> bool:
+        n = self.policy.backchannel_ticks
+        if self.turn_ticks < n or self.since_backchannel < n:
+            return False
+        if state is None:
+            return self.silent_ticks == 0
+        return user_floor and state in ("speaking", "pausing")
+
+    def _begin(self, utterance: _Utterance) -> None:
+        self.current = utterance
+        self.credit = max(0.0, 1.0 - self.wpt)  # so the first word goes out in this very step
+
+    # --- speaking -------------------------------------------------------------------------------------------
+
+    def _emit(self) -> StepOutput:
+        u = self.current
+        if u is None:
+            return StepOutput(controls=["silence"])
+        self.credit += self.wpt
+        n = min(int(self.credit + 1e-9), self.max_words, len(u.words) - u.pos)
+        self.credit = min(self.credit - n, 1.0)  # a rate capped by outputs_per_tick must not bank words
+        first = u.pos == 0 and n > 0
+        words = u.words[u.pos : u.pos + n]
+        u.pos += n
+        controls = ["backchannel"] if u.kind == "backchannel" else ["speak"]
+        extra: dict[str, Any] = {}
+        if first and u.delegate is not None:
+            controls.append("delegate")
+            extra["delegate"] = u.delegate
+        if first and u.tool is not None:
+            controls.append("tool_call")
+            extra["tool_call"] = u.tool
+        if u.pos >= len(u.words):
+            controls.append("end_utterance")
+            self.current = None
+        return StepOutput(text=" ".join(words), controls=controls, **extra)
+
+
+def _phrase_tool(result: ToolResult) -> str:
+    """A tool result in words. Call ids are ``"{name}-{n}"`` (the interaction actor's scheme)."""
+    name = result.call_id.rsplit("-", 1)[0]
+    if not result.ok:
+        return f"Sorry, the {name.replace('_', ' ')} tool failed."
+    value = result.value
+    if name == "session_time" and isinstance(value, (int, float)):
+        return f"It is {value:.1f} seconds into our conversation."
+    return f"The {name.replace('_', ' ')} result is {value}."
