@@ -163,7 +163,8 @@ class InputChunk(DataMessage, frozen=True, kw_only=True):
     """Everything that arrived during window ``tick``.
 
     ``dmel`` holds ``n_frames`` x 80 uint8 levels (row-major); ``patches`` holds ``n_patches`` x 40 x 40 x 3 uint8
-    RGB; ``text`` is raw (the model backend tokenizes)."""
+    RGB, image after image, each row-major over its ``image_grids`` entry (patch rows, patch columns);
+    ``text`` is raw (the model backend tokenizes)."""
 
     tick: int
     dmel: bytes = b""
@@ -171,6 +172,7 @@ class InputChunk(DataMessage, frozen=True, kw_only=True):
     text: str = ""
     patches: bytes = b""
     n_patches: int = 0
+    image_grids: list[tuple[int, int]] = []
     speech_prob: float = 0.0
 
 

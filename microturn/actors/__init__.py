@@ -1,5 +1,7 @@
 """The actors of the reference system. Each is an ordinary :class:`microturn.runtime.Actor`."""
 
 from .clock import ClockActor
+from .dialog_state import DialogStateActor, DialogStateMachine, DialogTimings
+from .perception import PerceptionActor
 
-__all__ = ["ClockActor"]
+__all__ = ["ClockActor", "DialogStateActor", "DialogStateMachine", "DialogTimings", "PerceptionActor"]

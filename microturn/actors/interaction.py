@@ -134,14 +134,22 @@ class InteractionActor(Actor):
         self.realtime = self.session.clock.mode == "realtime"
         self.pending: list[InputChunk] = []
         self.stepping = False
+        self.stopping = False
         if restarted:
             await self._cut("actor_restarted")
 
     async def on_stop(self) -> None:
-        """Release the model session."""
-        if self.model is not None:
-            await self.model.close()
-            self.model = None
+        """Release the model session (after the step in flight, if any: never close under a running step)."""
+        self.pending.clear()
+        self.stopping = True
+        if not self.stepping:
+            await self._close_model()
+
+    async def _close_model(self) -> None:
+        model, self.model = self.model, None
+        if model is not None:
+            with trio.CancelScope(shield=True):  # also runs while the session's tasks are being cancelled
+                await model.close()
 
     async def handle(self, message: object) -> None:
         """Step on input chunks; buffer the other input streams; cut the current utterance on a barge-in."""
@@ -181,6 +189,8 @@ class InteractionActor(Actor):
                 await self._step(chunks)
         finally:
             self.stepping = False
+            if self.stopping:
+                await self._close_model()
 
     async def _step(self, chunks: list[InputChunk]) -> None:
         chunk = coalesce_chunks(chunks)
@@ -197,7 +207,8 @@ class InteractionActor(Actor):
         self.background, self.tool_results, self.heard = [], [], []
         generation = self.generation
         model = self.model
-        assert model is not None
+        if model is None or self.stopping:
+            return
         started = self.now()
         if self.realtime and getattr(model, "blocking", False):
             output = await trio.to_thread.run_sync(model.step_sync, step_input)  # type: ignore[attr-defined]

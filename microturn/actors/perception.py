@@ -168,11 +168,13 @@ class PerceptionActor(Actor):
                         raise _Rejected(
                             "data", f"{len(message.data)} bytes", f"{self.max_pending_images} images already waiting"
                         )
-                    patches = patchify(self._decode_image(message))
+                    image = self._decode_image(message)
+                    patches = patchify(image)
                 except _Rejected as exc:
                     self._reject("UserImage", exc.field, exc.value, exc.problem)
                 else:
-                    self._images.append((len(patches), patches.tobytes()))
+                    grid = (-(-image.shape[0] // PATCH), -(-image.shape[1] // PATCH))
+                    self._images.append((len(patches), patches.tobytes(), grid))
 
     def push_samples(
         self, samples: np.ndarray, sample_rate: int, *, message_type: str = "samples", field: str = "samples"
@@ -214,10 +216,11 @@ class PerceptionActor(Actor):
             self.log.warning("vad_out_of_range", value=prob)
             prob = 0.0 if math.isnan(prob) else min(max(prob, 0.0), 1.0)
         text, self._text = "".join(self._text), []
-        patches, n_patches = [], 0
+        patches, n_patches, grids = [], 0, []
         while self._images and n_patches + self._images[0][0] <= self.max_patches_per_tick:
-            n, data = self._images.popleft()
+            n, data, grid = self._images.popleft()
             patches.append(data)
+            grids.append(grid)
             n_patches += n
         self.chunks += 1
         return InputChunk(
@@ -227,6 +230,7 @@ class PerceptionActor(Actor):
             text=text,
             patches=b"".join(patches),
             n_patches=n_patches,
+            image_grids=grids,
             speech_prob=prob,
         )
 

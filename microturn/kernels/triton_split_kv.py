@@ -14,7 +14,17 @@ import triton
 import triton.language as tl
 
 BLOCK_TOKENS = 16  # fixed, never chosen from the batch
-_MAX_BLOCK_N = 64
+
+
+def launch_config(group: int, split_size: int) -> tuple[int, int]:
+    """(key tile, warps) for a KV group size and split: model constants only, so never a function of the batch.
+
+    The tile is the largest power of two dividing the split (tiles never straddle a split), capped so the
+    [16 * group, head_dim] accumulator and the key tile fit in registers (sm_90 build, head_dim 128: no spills).
+    """
+    rows = BLOCK_TOKENS * triton.next_power_of_2(group)
+    block_n = min(64 if rows <= 128 else 32, split_size & -split_size)
+    return block_n, 4 if rows <= 32 else 8
 
 
 @triton.jit(do_not_specialize=["window", "num_splits", "num_tokens"])
@@ -180,7 +190,7 @@ def split_kv_attention(
     # The grid comes from host-known bounds (capacity, N) so no length is read back; spare programs exit at once.
     num_splits = triton.cdiv(block_table.shape[1] * block_size, split_size)
     blocks_per_session = triton.cdiv(n, BLOCK_TOKENS)
-    block_n = min(_MAX_BLOCK_N, split_size & -split_size)  # the largest power of two dividing the split
+    block_n, num_warps = launch_config(group, split_size)
     o_part = torch.empty(n, hq, num_splits, dh, dtype=torch.float32, device=q.device)
     ml_part = torch.empty(n, hq, num_splits, 2, dtype=torch.float32, device=q.device)
     split_range = torch.empty(n, 2, dtype=torch.int32, device=q.device)
@@ -194,7 +204,7 @@ def split_kv_attention(
         block_table.stride(0),
         GROUP=group, GROUP_PAD=triton.next_power_of_2(group), HEAD_DIM=dh, DH_PAD=dh_pad,
         BLOCK_SIZE=block_size, SPLIT=split_size, BLOCK_M=BLOCK_TOKENS, BLOCK_N=block_n,
-        CAUSAL=causal, HAS_WINDOW=window is not None, IEEE=q.dtype == torch.float32,
+        CAUSAL=causal, HAS_WINDOW=window is not None, IEEE=q.dtype == torch.float32, num_warps=num_warps,
     )  # fmt: skip
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     _merge_kernel[(n, hq)](

@@ -80,7 +80,8 @@ class Actor:
         self.name = name or _snake(type(self).__name__)
         subs = [s if isinstance(s, Subscribe) else Subscribe(s) for s in self.subscriptions]
         self.mailbox = Mailbox(self.name, subs)
-        self.log = log.bind(actor=self.name)
+        self.log = get_logger("microturn.actor", actor=self.name)
+        """This actor's structlog logger (lazy: it follows the logging configuration in force when used)."""
         self._session: Any = None
         self._nursery: trio.Nursery | None = None
         self._generations: dict[int, set[trio.CancelScope]] = {}

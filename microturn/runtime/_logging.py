@@ -81,11 +81,12 @@ def configure_logging(level: str = "warning", *, json_file: str | IO[str] | None
     _configured = True
 
 
-def get_logger(name: str | None = None) -> Any:
-    """A structlog logger; configures the defaults (warnings and up, on stderr) on first use if nobody has."""
+def get_logger(name: str | None = None, **initial: Any) -> Any:
+    """A lazy structlog logger with ``initial`` values bound; configures microturn's defaults (warnings and
+    up, on stderr) first if nobody has configured structlog."""
     if not _configured and not structlog.is_configured():
         configure_logging()
-    return structlog.get_logger(name) if name else structlog.get_logger()
+    return structlog.get_logger(name, **initial) if name else structlog.get_logger(**initial)
 
 
 @contextlib.contextmanager

@@ -174,6 +174,7 @@ async def test_image_patches_are_padded_and_row_major(autojump_clock) -> None:
     ]
     chunks, _ = await _run(inputs, ticks=2)
     assert chunks[0].n_patches == 7 and chunks[1].n_patches == 0
+    assert chunks[0].image_grids == [(2, 3), (1, 1)]  # (patch rows, patch columns) per image, in order
     patches = _patches(chunks[0])
     padded = np.zeros((80, 120, 3), np.uint8)
     padded[:50, :100] = img
@@ -322,3 +323,4 @@ async def test_the_audio_buffer_is_bounded(autojump_clock) -> None:
     (warning,) = [e for e in logs if e["event"] == "input_rejected"]
     assert (warning["message_type"], warning["field"], warning["value"]) == ("UserAudio", "pcm", "5.000 s")
     assert "buffer full (5.0 s queued)" in warning["problem"]
+
