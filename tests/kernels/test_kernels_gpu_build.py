@@ -31,4 +31,4 @@ def test_every_kernel_builds_for_sm90_without_a_gpu():
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     done = subprocess.run([sys.executable, str(script), "90"], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("built ") == 16
+    assert done.stdout.count("built ") == 14
