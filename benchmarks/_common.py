@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 try:
     import microturn  # noqa: F401
@@ -19,7 +19,16 @@ except ImportError:  # running from a checkout that is not installed
 
 from microturn.runtime import configure_logging
 
-__all__ = ["percentile", "cpu_name", "cores_available", "CpuMeter", "load_average", "quiet_logging", "emit", "pin_to_one_core"]
+__all__ = [
+    "CpuMeter",
+    "cores_available",
+    "cpu_name",
+    "emit",
+    "load_average",
+    "percentile",
+    "pin_to_one_core",
+    "quiet_logging",
+]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -66,7 +75,7 @@ class CpuMeter:
     """What the OS gave this process over a stretch of wall time: its CPU share (process CPU seconds / wall
     seconds) and its involuntary context switches (preemptions: another process took the core)."""
 
-    def __enter__(self) -> CpuMeter:
+    def __enter__(self) -> Self:
         self._wall = time.perf_counter()
         self._cpu = time.process_time()
         self._ivcsw = _ivcsw()
@@ -74,7 +83,9 @@ class CpuMeter:
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self._wall
-        self.share = (time.process_time() - self._cpu) / self.wall if self.wall > 0 else 0.0
+        self.share = (
+            (time.process_time() - self._cpu) / self.wall if self.wall > 0 else 0.0
+        )
         self.preemptions = _ivcsw() - self._ivcsw
 
 

@@ -112,11 +112,15 @@ def moe_bytes(ids: torch.Tensor, d: int, f: int, elem: int, t: int) -> int:
     return experts * 3 * f * d * elem + 2 * t * d * elem
 
 
-def bench_moe_cuda(args: argparse.Namespace, dtype: torch.dtype, peak: float | None) -> list[dict]:
+def bench_moe_triton(
+    args: argparse.Namespace, dtype: torch.dtype, peak: float | None, device: str = "cuda", timer=None
+) -> list[dict]:
+    """Gather + GEMV vs grouped GEMM, both Triton, at every T in TOKENS."""
+    timer = timer or cuda_time_ms
     d, f, e, k = args.hidden, args.ffn, args.experts, args.topk
     rows = []
     for t in TOKENS:
-        w_gate_up, w_down, cases = make_moe(t, d, f, e, k, dtype, "cuda", routings=8, seed=t)
+        w_gate_up, w_down, cases = make_moe(t, d, f, e, k, dtype, device, routings=8, seed=t)
         aligned = [moe_align_block_size(ids, e) for _, ids, _ in cases]
         for x, ids, w in cases[:1]:
             ref = moe_grouped_gemm(x, ids, w, w_gate_up, w_down, backend="triton").float()
@@ -135,9 +139,9 @@ def bench_moe_cuda(args: argparse.Namespace, dtype: torch.dtype, peak: float | N
             x, ids, w = cases[i % len(cases)]
             return moe_grouped_gemm_triton(x, ids, w, w_gate_up, w_down, aligned=aligned[i % len(cases)])
 
-        gemv_ms = cuda_time_ms(gemv)
-        grouped_ms = cuda_time_ms(grouped)
-        kernels_ms = cuda_time_ms(grouped_kernels)
+        gemv_ms = timer(gemv)
+        grouped_ms = timer(grouped)
+        kernels_ms = timer(grouped_kernels)
         moved = statistics.mean(moe_bytes(ids, d, f, w_gate_up.element_size(), t) for _, ids, _ in cases)
         gbps = moved / (gemv_ms * 1e-3) / 1e9
         rows.append(
@@ -201,6 +205,7 @@ def attention_cases(device: str, dtype: torch.dtype, full: bool):
 
 
 def bench_attention(device: str, dtype: torch.dtype, timer, backend: str, full: bool) -> list[dict]:
+    """Split-KV attention on a paged cache vs SDPA on the same K/V laid out contiguously."""
     (hq, hkv, dh, block), cases = attention_cases(device, dtype, full)
     rows = []
     for name, sessions, new, length, split in cases:
@@ -247,12 +252,13 @@ def bench_attention(device: str, dtype: torch.dtype, timer, backend: str, full: 
 
 
 def run_cuda(args: argparse.Namespace) -> dict:
+    """Every GPU figure; needs CUDA and triton."""
     dtype = getattr(torch, args.dtype)
     name = torch.cuda.get_device_name()
     peak = args.peak_gbps or peak_gbps(name)
     print(f"device: {name}; peak bandwidth: {peak or 'unknown (pass --peak-gbps)'} GB/s; dtype {args.dtype}")
     print(f"moe: D={args.hidden} F={args.ffn} E={args.experts} k={args.topk}")
-    moe_rows = bench_moe_cuda(args, dtype, peak)
+    moe_rows = bench_moe_triton(args, dtype, peak)
     attn_rows = bench_attention("cuda", dtype, cuda_time_ms, "triton", full=True)
     small = [r for r in moe_rows if r["T"] <= 4]
     decode = [r for r in attn_rows if r["case"].startswith("decode")]
@@ -272,6 +278,7 @@ def run_cuda(args: argparse.Namespace) -> dict:
 
 
 def run_cpu(args: argparse.Namespace) -> dict:
+    """The torch references' timings on the CPU, with a plain note that the GPU figures need a GPU."""
     print("No CUDA device: GPU figures (Triton kernel timings, speedups, bandwidth, SDPA overhead) need a GPU.")
     print("Timing the torch references on the CPU instead (they are what the model runs here).")
     d, f, e, k = 512, 352, 16, 4
@@ -311,6 +318,7 @@ def run_cpu(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    """Parse the options, run the GPU or the CPU figures, print the JSON line last."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peak-gbps", type=float, default=None, help="peak HBM bandwidth, overriding the table")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])

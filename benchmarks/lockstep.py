@@ -26,20 +26,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import cpu_name, emit, quiet_logging  # noqa: E402
+from _common import cpu_name, emit, quiet_logging
 
-from microturn.demo import build  # noqa: E402
-from microturn.messages import UserText  # noqa: E402
-from microturn.runtime import open_session, run_lockstep  # noqa: E402
+from microturn.demo import build
+from microturn.messages import UserText
+from microturn.runtime import open_session, run_lockstep
 
 PERIOD = 0.2
 INPUT_EVERY = 3.0
-INPUTS = ["hello there", "what time is it", "tell me a story", "wait, stop", "thanks, bye"]
+INPUTS = [
+    "hello there",
+    "what time is it",
+    "tell me a story",
+    "wait, stop",
+    "thanks, bye",
+]
 
 
 async def scenario(ticks: int) -> dict:
     """One lockstep session of ``ticks`` ticks with input every ``INPUT_EVERY`` s; returns its stats."""
-    async with open_session(build(max_ticks=ticks), mode="lockstep", tick_period=PERIOD) as session:
+    async with open_session(
+        build(max_ticks=ticks), mode="lockstep", tick_period=PERIOD
+    ) as session:
         t, i = 0.3, 0
         while t < ticks * PERIOD:
             session.schedule(UserText(text=INPUTS[i % len(INPUTS)]), at=t)
@@ -53,9 +61,18 @@ async def scenario(ticks: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a fast smoke run (300 ticks, 1 repeat)")
-    parser.add_argument("--ticks", type=int, default=None, help="ticks per run (default 3000 = 10 min)")
-    parser.add_argument("--repeats", type=int, default=None, help="runs; the best and median are reported")
+    parser.add_argument(
+        "--quick", action="store_true", help="a fast smoke run (300 ticks, 1 repeat)"
+    )
+    parser.add_argument(
+        "--ticks", type=int, default=None, help="ticks per run (default 3000 = 10 min)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs; the best and median are reported",
+    )
     args = parser.parse_args()
     ticks = args.ticks or (300 if args.quick else 3000)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -70,8 +87,12 @@ def main() -> None:
     best, med = min(walls), statistics.median(walls)
 
     virtual = ticks * PERIOD
-    print(f"lockstep: {ticks} ticks at {PERIOD * 1e3:g} ms ({virtual / 60:g} virtual min), 7 demo actors, {cpu_name()}")
-    print(f"{'wall s (best)':>14}{'wall s (median)':>17}{'ticks/s':>10}{'messages':>10}{'msgs/s':>10}{'x realtime':>12}")
+    print(
+        f"lockstep: {ticks} ticks at {PERIOD * 1e3:g} ms ({virtual / 60:g} virtual min), 7 demo actors, {cpu_name()}"
+    )
+    print(
+        f"{'wall s (best)':>14}{'wall s (median)':>17}{'ticks/s':>10}{'messages':>10}{'msgs/s':>10}{'x realtime':>12}"
+    )
     print(
         f"{best:>14.3f}{med:>17.3f}{ticks / best:>10.0f}{stats['messages']:>10}{stats['messages'] / best:>10.0f}"
         f"{virtual / best:>12.0f}"

@@ -46,14 +46,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CpuMeter, cpu_name, emit, load_average, percentile, pin_to_one_core, quiet_logging  # noqa: E402
+import trio
+from _common import (
+    CpuMeter,
+    cpu_name,
+    emit,
+    load_average,
+    percentile,
+    pin_to_one_core,
+    quiet_logging,
+)
 
-import trio  # noqa: E402
-
-from microturn.actors.clock import ClockActor  # noqa: E402
-from microturn.demo import build  # noqa: E402
-from microturn.messages import UserText  # noqa: E402
-from microturn.runtime import open_session  # noqa: E402
+from microturn.actors.clock import ClockActor
+from microturn.demo import build
+from microturn.messages import UserText
+from microturn.runtime import open_session
 
 PERIOD = 0.2
 LIMIT_MS = 10.0
@@ -61,7 +68,13 @@ SETTLE = 1.0
 """Seconds between the last session starting and the window opening, for the start-up backlog to drain."""
 GRACE = 0.25
 """Seconds to wait after the window for its last ticks to go out, before reading lateness."""
-INPUTS = ["hello there", "what time is it", "tell me a story", "wait, stop", "thanks, bye"]
+INPUTS = [
+    "hello there",
+    "what time is it",
+    "tell me a story",
+    "wait, stop",
+    "thanks, bye",
+]
 
 
 async def trial(
@@ -79,7 +92,9 @@ async def trial(
         actors = build()
         clock_actor = actors[0]
         assert isinstance(clock_actor, ClockActor)
-        async with open_session(actors, mode="realtime", tick_period=PERIOD, session_id=f"s{index}") as session:
+        async with open_session(
+            actors, mode="realtime", tick_period=PERIOD, session_id=f"s{index}"
+        ) as session:
             clocks.append((session.clock.origin, clock_actor))
             buses.append(session.bus)
             if len(clocks) == n:
@@ -87,7 +102,9 @@ async def trial(
             t = phase
             while True:  # a user who says something about once a second, until the trial is cancelled
                 await session.clock.sleep_until(t)
-                await session.publish(UserText(text=INPUTS[(index + int(t)) % len(INPUTS)]), source="user")
+                await session.publish(
+                    UserText(text=INPUTS[(index + int(t)) % len(INPUTS)]), source="user"
+                )
                 t += 1.0
 
     gc.collect()
@@ -148,11 +165,30 @@ async def trial(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a fast smoke run (two short trials)")
-    parser.add_argument("--seconds", type=float, default=None, help="steady-state seconds per trial (default 3)")
-    parser.add_argument("--start", type=int, default=None, help="first N of the doubling search (default 50)")
-    parser.add_argument("--core", type=int, default=0, help="the core to pin to (default 0)")
-    parser.add_argument("--budget", type=float, default=None, help="stop searching after this many seconds")
+    parser.add_argument(
+        "--quick", action="store_true", help="a fast smoke run (two short trials)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="steady-state seconds per trial (default 3)",
+    )
+    parser.add_argument(
+        "--start",
+        type=int,
+        default=None,
+        help="first N of the doubling search (default 50)",
+    )
+    parser.add_argument(
+        "--core", type=int, default=0, help="the core to pin to (default 0)"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="stop searching after this many seconds",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--gc",
@@ -163,7 +199,7 @@ def main() -> None:
     args = parser.parse_args()
     seconds = args.seconds or (0.6 if args.quick else 3.0)
     start = args.start or (10 if args.quick else 50)
-    budget = args.budget or (4.0 if args.quick else 110.0)
+    budget = args.budget or (3.0 if args.quick else 110.0)
     quiet_logging()
     pinned = pin_to_one_core(args.core)
 
@@ -181,7 +217,9 @@ def main() -> None:
 
     def run(n: int) -> bool:
         with CpuMeter() as meter:
-            r = trio.run(trial, n, seconds, args.seed + n, args.gc, 0.4 if args.quick else SETTLE)
+            r = trio.run(
+                trial, n, seconds, args.seed + n, args.gc, 0.4 if args.quick else SETTLE
+            )
         r["share"], r["preempted"] = meter.share, meter.preemptions
         results[n] = r
         ok = r["p99"] <= LIMIT_MS

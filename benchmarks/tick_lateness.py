@@ -36,16 +36,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CpuMeter, cores_available, cpu_name, emit, load_average, percentile, quiet_logging  # noqa: E402
+import trio
+from _common import (
+    CpuMeter,
+    cores_available,
+    cpu_name,
+    emit,
+    load_average,
+    percentile,
+    quiet_logging,
+)
 
-import trio  # noqa: E402
+from microturn.actors.clock import ClockActor
+from microturn.demo import build
+from microturn.messages import SessionStarted, UserText
+from microturn.runtime import Actor, open_session
 
-from microturn.actors.clock import ClockActor  # noqa: E402
-from microturn.demo import build  # noqa: E402
-from microturn.messages import SessionStarted, UserText  # noqa: E402
-from microturn.runtime import Actor, open_session  # noqa: E402
-
-INPUTS = ["hello there", "what time is it", "tell me a story", "wait, stop", "thanks, bye"]
+INPUTS = [
+    "hello there",
+    "what time is it",
+    "tell me a story",
+    "wait, stop",
+    "thanks, bye",
+]
 
 
 class CpuBurner(Actor):
@@ -70,10 +83,12 @@ class CpuBurner(Actor):
             while clock() < end:
                 x = (x * 1103515245 + 12345) & 0x7FFFFFFF
             self.slices += 1
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()  # = trio.sleep(0): yield to the scheduler
 
 
-async def run_session(ticks: int, period: float, loaded: bool) -> tuple[list[float], dict, int]:
+async def run_session(
+    ticks: int, period: float, loaded: bool
+) -> tuple[list[float], dict, int]:
     """Lateness per tick (seconds), the session's stats, and how many burn slices ran."""
     actors = build(max_ticks=ticks)
     clock_actor = actors[0]
@@ -81,7 +96,9 @@ async def run_session(ticks: int, period: float, loaded: bool) -> tuple[list[flo
     burner = CpuBurner() if loaded else None
     if burner is not None:
         actors.append(burner)
-    async with open_session(actors, mode="realtime", tick_period=period, session_id="lateness") as session:
+    async with open_session(
+        actors, mode="realtime", tick_period=period, session_id="lateness"
+    ) as session:
         duration = ticks * period
         t, i = 0.5, 0
         while t < duration:
@@ -95,9 +112,18 @@ async def run_session(ticks: int, period: float, loaded: bool) -> tuple[list[flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a fast smoke run (50 ticks per run)")
-    parser.add_argument("--ticks", type=int, default=None, help="ticks per run (default 1000)")
-    parser.add_argument("--period", type=float, default=0.02, help="tick period in seconds (default 0.02)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a fast smoke run (50 ticks per run)"
+    )
+    parser.add_argument(
+        "--ticks", type=int, default=None, help="ticks per run (default 1000)"
+    )
+    parser.add_argument(
+        "--period",
+        type=float,
+        default=0.02,
+        help="tick period in seconds (default 0.02)",
+    )
     args = parser.parse_args()
     ticks = args.ticks or (50 if args.quick else 1000)
     quiet_logging()

@@ -1,9 +1,11 @@
-"""The ``microturn`` command line: ``demo``, ``replay``, ``show``."""
+"""The ``microturn`` command line: ``demo``, ``chat``, ``replay``, ``show``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+import trio
 from collections.abc import Sequence
 
 from microturn.messages import MESSAGE_TYPES, Message, describe
@@ -63,6 +65,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from microturn.actors import ClockActor, DialogStateActor, PerceptionActor
+    from microturn.actors.interaction import InteractionActor
+    from microturn.actors.output_mixer import OutputMixer
+    from microturn.console import ConsoleActor, Screen, run_chat
+
+    def build(screen: Screen) -> list:
+        return [
+            ClockActor(),
+            PerceptionActor(),
+            DialogStateActor(),
+            InteractionActor(),
+            OutputMixer(),
+            ConsoleActor(screen),
+        ]
+
+    trio.run(lambda: run_chat(build, tick_period=args.tick_ms / 1000))
+    return 0
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     factory = load_factory(args.factory) if args.factory else None
     result = run_lockstep(lambda: replay(args.file, factory=factory))
@@ -111,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ticks", type=int, default=25, help="micro-turns to run (default 25 = 5 s)")
     demo.add_argument("--record", metavar="FILE", help="write the session's recording to FILE")
     demo.set_defaults(fn=_cmd_demo)
+
+    chat = sub.add_parser("chat", help="a live full-duplex text session in this terminal (realtime)")
+    chat.add_argument("--tick-ms", type=float, default=200.0, help="micro-turn length in ms (default 200)")
+    chat.set_defaults(fn=_cmd_chat)
 
     rep = sub.add_parser("replay", help="replay a recording and compare every message; exit 1 on divergence")
     rep.add_argument("file")

@@ -56,6 +56,7 @@ from microturn.messages import (
     TranscriptLine,
 )
 from microturn.model.protocol import ModelBackend, ModelSession, ModelSpec, StepInput, StepOutput
+from microturn.model.scripted import ScriptedPolicy
 from microturn.runtime import Actor
 
 __all__ = ["InteractionActor", "coalesce_chunks"]
@@ -95,11 +96,7 @@ class InteractionActor(Actor):
         name: str = "interaction",
     ) -> None:
         super().__init__(name)
-        if backend is None:
-            from microturn.model.scripted import ScriptedPolicy
-
-            backend = ScriptedPolicy()
-        self.backend = backend
+        self.backend = backend if backend is not None else ScriptedPolicy()
         self.spec = spec or ModelSpec()
         self.tools = list(tools)
         self.model: ModelSession | None = None
@@ -261,7 +258,7 @@ class InteractionActor(Actor):
         self.generation = (old if past is None else max(old, past)) + 1
         if publish:
             await self.publish(Interrupt(generation=old, reason=reason))
-        self.log.info("barge_in", reason=reason, generation=old, utterances=sorted(self.open))
+        self.log.info("utterance_cut", reason=reason, generation=old, utterances=sorted(self.open))
         for utterance_id, generation in sorted(self.open.items()):
             await self.publish(SpeechEnded(utterance_id=utterance_id, generation=generation, reason="interrupted"))
         self.open.clear()

@@ -107,14 +107,15 @@ class OutputMixer(Actor):
         self._user_end = 0
         self._assistant: list[tuple[int, bytes]] = []  # (start sample, PCM16) of the WAV's right track
         self._word_pcm: dict[str, bytes] = {}
+        # The queue outlives a restart: every queued utterance still owes its Heard.
+        self.queue: deque[_Utterance] = deque()
+        self.cut_generation = -1
 
     async def on_start(self) -> None:
         """Derive window and slot sizes from the session's tick period; find the synthesiser."""
         period = self.session.clock.period
         self.window = round(period * TARGET_RATE)
         self.slot = round(self.window / self.words_per_tick)
-        self.queue: deque[_Utterance] = deque()
-        self.cut_generation = -1
         self.voice: Synthesizer | None = None
         if self.render_audio:
             if self.synthesizer is not None or espeak_available():

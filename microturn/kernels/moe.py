@@ -91,9 +91,9 @@ def moe_gemv_reference(
     """MoE MLP output [T, D] in torch; bitwise batch-invariant (each expert's rows in fixed 16-row blocks)."""
     s = _check(x, topk_ids, topk_weights, w_gate_up, w_down)
     t_count, k, d, f = s["T"], s["k"], s["D"], s["F"]
-    y = torch.zeros(t_count, k, d, dtype=torch.float32, device=x.device)
     if t_count == 0 or k == 0:
         return torch.zeros_like(x)
+    y = torch.zeros(t_count, k, d, dtype=torch.float32, device=x.device)
     xf = x.float()
     flat = topk_ids.reshape(-1).tolist()
     pairs_of: dict[int, list[int]] = {}
@@ -209,6 +209,8 @@ def moe_grouped_gemm_triton(
 ) -> torch.Tensor:
     """The grouped-GEMM baseline with Triton tiled GEMMs (``aligned`` reuses a `moe_align_block_size` result)."""
     s = _check(x, topk_ids, topk_weights, w_gate_up, w_down)
+    if isinstance(block_m, bool) or not isinstance(block_m, int) or block_m < 16 or block_m & (block_m - 1):
+        raise KernelInputError(f"block_m: expected a power of two ≥ 16 (a tensor-core tile), got {block_m!r}")
     from . import triton_moe
 
     if aligned is None:

@@ -47,7 +47,7 @@ from microturn.messages import BackgroundUpdate, ToolResult
 
 from .protocol import BlockingModelSession, ModelSpec, StepInput, StepOutput, ToolRequest
 
-__all__ = ["ScriptedPolicy", "ScriptedSession", "BACKCHANNEL_WORDS"]
+__all__ = ["BACKCHANNEL_WORDS", "ScriptedPolicy", "ScriptedSession"]
 
 BACKCHANNEL_WORDS = frozenset({"mm-hm", "mhm", "mm", "hmm", "uh-huh", "yeah", "yes", "right", "okay", "ok", "sure"})
 """Words that, alone, make a user turn a backchannel rather than something to answer."""
@@ -55,7 +55,8 @@ BACKCHANNEL_WORDS = frozenset({"mm-hm", "mhm", "mm", "hmm", "uh-huh", "yeah", "y
 _LISTENING = frozenset({"speaking", "pausing", "thinking", "interrupting"})
 _TURN_END = frozenset({"yielding", "inviting"})
 _QUESTION_START = frozenset(
-    "what who where when why how which whose is are can could would will do does did should".split()
+    {"what", "who", "where", "when", "why", "how", "which", "whose", "is", "are", "can", "could", "would", "will"}
+    | {"do", "does", "did", "should"}
 )
 _BACKCHANNELS = ("mm-hm", "uh-huh", "right")
 _ACKS = ("I see.", "Got it.", "Okay.")
@@ -83,6 +84,10 @@ class _Utterance:
     pos: int = 0
     source: tuple[str, ...] = ()
     """The user words a reply answers (given back if the reply is abandoned before it starts)."""
+
+
+def _say(text: str, **kwargs: Any) -> _Utterance:
+    return _Utterance(text.split(), **kwargs)
 
 
 class ScriptedPolicy:
@@ -166,7 +171,7 @@ class ScriptedSession(BlockingModelSession):
         for update in inp.background:
             self._on_background(update)
         for result in inp.tool_results:
-            self.idle.append(_Utterance(_phrase_tool(result).split(), kind="tool"))
+            self.idle.append(_say(_phrase_tool(result), kind="tool"))
         ended = (
             state in _TURN_END
             if state is not None
@@ -186,7 +191,7 @@ class ScriptedSession(BlockingModelSession):
         text = update.text if update.status == "final" else "Sorry, I could not finish looking that up."
         if not text.strip():
             return
-        utterance = _Utterance(text.split(), kind="background")
+        utterance = _say(text, kind="background")
         if update.delivery == "interrupt" and update.status == "final":
             self._drop()
             self.urgent.append(utterance)
@@ -206,24 +211,23 @@ class ScriptedSession(BlockingModelSession):
         text = " ".join(words)
         low = " ".join(_norm(w) for w in words)
         if not any(_norm(w) not in BACKCHANNEL_WORDS for w in words):
-            return _Utterance("I hear you.".split(), source=source)
+            return _say("I hear you.", source=source)
         question = _norm(words[0]) in _QUESTION_START or text.rstrip().endswith("?")
         # Order matters: the specific question rules come before the generic "I cannot answer" one.
         if _TIME.search(low) or (question and _TIME_Q.search(low)):
-            return _Utterance("Let me check the time.".split(), kind="holding",
-                              tool=ToolRequest(name="session_time"), source=source)
+            return _say("Let me check the time.", kind="holding", tool=ToolRequest(name="session_time"), source=source)
         if _HOW_ARE_YOU.search(low):
-            return _Utterance("I am doing well, thank you. How can I help?".split(), source=source)
+            return _say("I am doing well, thank you. How can I help?", source=source)
         if question:
-            return _Utterance("Let me look that up.".split(), kind="holding", delegate=text, source=source)
+            return _say("Let me look that up.", kind="holding", delegate=text, source=source)
         if _GREETING.search(low):
-            return _Utterance(self.rng.choice(_GREETINGS).split(), source=source)
+            return _say(self.rng.choice(_GREETINGS), source=source)
         if _THANKS.search(low):
-            return _Utterance("You are welcome.".split(), source=source)
+            return _say("You are welcome.", source=source)
         if _BYE.search(low):
-            return _Utterance("Goodbye, talk to you soon.".split(), source=source)
+            return _say("Goodbye, talk to you soon.", source=source)
         echo = " ".join(words[:8]).rstrip(".,!?;:")
-        return _Utterance(f"{self.rng.choice(_ACKS)} You said {echo}.".split(), source=source)
+        return _say(f"{self.rng.choice(_ACKS)} You said {echo}.", source=source)
 
     def _start_next(self, inp: StepInput, state: str | None) -> None:
         """Start the next utterance when nothing is being said or played."""

@@ -150,8 +150,11 @@ async def test_hands_every_input_stream_to_the_model_once(autojump_clock) -> Non
     dialog = DialogState(floor="user", user="speaking", assistant="silent")
     update = BackgroundUpdate(task_id="t", status="progress", text="half way")
     result = ToolResult(call_id="c-1", ok=True, value=3)
-    await run([PerceptionDouble({1: "hello"}), InteractionActor(BackendDouble(model))], 4,
-              [(0.3, dialog), (0.3, update), (0.5, result)])
+    await run(
+        [PerceptionDouble({1: "hello"}), InteractionActor(BackendDouble(model))],
+        4,
+        [(0.3, dialog), (0.3, update), (0.5, result)],
+    )
     (a, b, c, d) = model.inputs
     assert (a.chunk.text, a.dialog, b.chunk.text) == ("", None, "hello")
     assert bare([b.dialog]) == [dialog] and bare(b.background) == [update] and b.tool_results == []
@@ -183,8 +186,11 @@ async def test_a_backchannel_is_not_cut_by_the_user(autojump_clock) -> None:
 
 async def test_an_external_interrupt_ends_the_utterance_without_echoing_it(autojump_clock) -> None:
     model = ModelDouble({1: StepOutput(text="hello", controls=SPEAK), 4: StepOutput(text="again", controls=END)})
-    log = await run([PerceptionDouble(), InteractionActor(BackendDouble(model))], 6,
-                    [(0.5, Interrupt(generation=5, reason="stop_button"))])
+    log = await run(
+        [PerceptionDouble(), InteractionActor(BackendDouble(model))],
+        6,
+        [(0.5, Interrupt(generation=5, reason="stop_button"))],
+    )
     assert [i.stamp.source for i in of(log, Interrupt)] == ["scenario"]
     assert [(e.utterance_id, e.reason) for e in of(log, SpeechEnded)] == [(1, "interrupted")]
     assert of(log, SpeechStarted)[-1].generation == 7  # past the interrupted generation 5
@@ -206,11 +212,17 @@ async def test_an_interrupt_delivery_cuts_the_current_utterance(autojump_clock) 
 
 
 async def test_forwards_delegations_and_tool_calls_with_deterministic_ids(autojump_clock) -> None:
-    model = ModelDouble({
-        2: StepOutput(text="Let me see.", controls=["speak", "delegate", "tool_call", "end_utterance"],
-                      delegate="find x", tool_call=ToolRequest(name="weather", args={"city": "Oslo"})),
-        4: StepOutput(delegate="find y", controls=["delegate"]),
-    })
+    model = ModelDouble(
+        {
+            2: StepOutput(
+                text="Let me see.",
+                controls=["speak", "delegate", "tool_call", "end_utterance"],
+                delegate="find x",
+                tool_call=ToolRequest(name="weather", args={"city": "Oslo"}),
+            ),
+            4: StepOutput(delegate="find y", controls=["delegate"]),
+        }
+    )
     actor = InteractionActor(BackendDouble(model), tools=["weather"])
     log = await run([PerceptionDouble({1: "what is x"}), DialogDouble({1: "user/inviting/silent"}), actor], 6)
     first, second = of(log, Delegate)
@@ -226,8 +238,9 @@ def test_coalescing_merges_texts_and_media_and_keeps_the_latest_speech() -> None
     b = InputChunk(tick=4, dmel=b"cd", n_frames=1, speech_prob=0.8)
     c = InputChunk(tick=5, text="there", speech_prob=0.1)
     assert coalesce_chunks([a]) is a
-    assert coalesce_chunks([a, b, c]) == InputChunk(tick=5, text="hello there", dmel=b"abcd", n_frames=2,
-                                                    speech_prob=0.1)
+    assert coalesce_chunks([a, b, c]) == InputChunk(
+        tick=5, text="hello there", dmel=b"abcd", n_frames=2, speech_prob=0.1
+    )
 
 
 def test_the_default_backend_is_the_scripted_policy() -> None:
@@ -259,7 +272,12 @@ async def test_a_smooth_turn(autojump_clock) -> None:
 
 async def test_a_thinking_pause_is_not_taken_over(autojump_clock) -> None:
     texts = {1: "so I was wondering", 11: "about the weekend"}
-    states = {1: "user/speaking/silent", 2: "user/thinking/silent", 11: "user/speaking/silent", 12: "user/yielding/silent"}
+    states = {
+        1: "user/speaking/silent",
+        2: "user/thinking/silent",
+        11: "user/speaking/silent",
+        12: "user/yielding/silent",
+    }
     log = await run(conversation(texts, states, speech={1, 11}), 40)
     yielded = next(d for d in of(log, DialogState) if d.user == "yielding")
     assert all(p.stamp.time > yielded.stamp.time for p in of(log, Playout))
@@ -268,8 +286,12 @@ async def test_a_thinking_pause_is_not_taken_over(autojump_clock) -> None:
 
 
 async def test_a_user_backchannel_does_not_stop_the_assistant(autojump_clock) -> None:
-    states = {1: "user/inviting/silent", 3: "assistant/yielding/speaking", 8: "assistant/speaking/speaking",
-              9: "assistant/pausing/speaking"}
+    states = {
+        1: "user/inviting/silent",
+        3: "assistant/yielding/speaking",
+        8: "assistant/speaking/speaking",
+        9: "assistant/pausing/speaking",
+    }
     log = await run(conversation({1: "hello there", 8: "mm-hm"}, states), 40)
     assert of(log, Interrupt) == []
     assert [(h.utterance_id, h.truncated) for h in of(log, Heard)] == [(1, False)]
@@ -301,7 +323,9 @@ async def test_a_background_result_is_delivered_when_idle(autojump_clock) -> Non
     assert update.stamp.time < first_done.stamp.time  # it arrived while the holding phrase was playing...
     assert of(log, SpeechStarted)[1].stamp.time >= first_done.stamp.time  # ...and waited until it finished
     assert [(h.text_heard, h.truncated) for h in of(log, Heard)] == [
-        ("Let me look that up.", False), ("The capital of France is Paris.", False)]
+        ("Let me look that up.", False),
+        ("The capital of France is Paris.", False),
+    ]
 
 
 async def test_a_background_result_delivered_as_an_interruption_cuts_in(autojump_clock) -> None:
@@ -326,8 +350,10 @@ async def test_a_tool_result_is_phrased_and_spoken(autojump_clock) -> None:
     answer = ToolResult(call_id="session_time-1", ok=True, value=1.6)
     log = await run(conversation({1: "what time is it"}, {1: "user/inviting/silent"}), 40, [(1.0, answer)])
     assert [c.call_id for c in of(log, ToolCall)] == ["session_time-1"]
-    assert [h.text_heard for h in of(log, Heard)] == ["Let me check the time.",
-                                                      "It is 1.6 seconds into our conversation."]
+    assert [h.text_heard for h in of(log, Heard)] == [
+        "Let me check the time.",
+        "It is 1.6 seconds into our conversation.",
+    ]
 
 
 # --- realtime: a step that overruns the tick does not block the loop ---------------------------------------
@@ -363,8 +389,9 @@ async def test_realtime_steps_run_off_the_loop_and_coalesce_inputs() -> None:
     actor = InteractionActor(BackendDouble(model))
     log: list[Message] = []
     texts = {k: f"w{k}" for k in range(1000)}
-    async with open_session([ClockActor(), PerceptionDouble(texts), actor], mode="realtime", tick_period=0.02,
-                            taps=[log.append]) as session:
+    async with open_session(
+        [ClockActor(), PerceptionDouble(texts), actor], mode="realtime", tick_period=0.02, taps=[log.append]
+    ) as session:
         await session.wait_tick(10)  # ticks keep coming while the first step is blocked
         assert len(model.inputs) == 1 and of(log, OutputChunk) == []
         model.gate.set()

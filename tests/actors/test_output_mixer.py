@@ -38,11 +38,18 @@ async def run(mixer: OutputMixer, ticks: int, script) -> list[Message]:
 
 
 async def test_paces_words_at_the_speaking_rate_and_reports_what_was_heard(autojump_clock) -> None:
-    words = "one two three four".split()
+    words = ["one", "two", "three", "four"]
     log = await run(OutputMixer(), 20, lambda s: say(s, 1.0, 1, 1, words))
     plays = of(log, Playout)
     assert [(p.tick, p.text) for p in plays] == [
-        (5, "one"), (6, ""), (7, "two"), (8, ""), (9, "three"), (10, ""), (11, "four"), (12, ""),
+        (5, "one"),
+        (6, ""),
+        (7, "two"),
+        (8, ""),
+        (9, "three"),
+        (10, ""),
+        (11, "four"),
+        (12, ""),
     ]
     assert all(p.utterance_id == 1 and p.pcm == b"" for p in plays)
     (heard,) = of(log, Heard)
@@ -62,7 +69,7 @@ async def test_faster_rates_play_several_words_per_window(autojump_clock) -> Non
 
 async def test_a_barge_in_stops_playout_within_the_tick_and_the_ledger_is_exact(autojump_clock) -> None:
     def script(s) -> None:
-        say(s, 1.0, 1, 1, "please let me tell you about the weather".split())
+        say(s, 1.0, 1, 1, ["please", "let", "me", "tell", "you", "about", "the", "weather"])
         s.schedule(Interrupt(generation=1, reason="user_interrupting"), at=2.0)
 
     mixer = OutputMixer()
@@ -79,14 +86,17 @@ async def test_stale_output_is_discarded_and_newer_generations_play(autojump_clo
     mixer = OutputMixer()
 
     def script(s) -> None:
-        say(s, 1.0, 1, 1, "old words that never end".split(), end=False)
+        say(s, 1.0, 1, 1, ["old", "words", "that", "never", "end"], end=False)
         s.schedule(Interrupt(generation=1), at=1.3)
         say(s, 2.0, 2, 3, ["new"])
 
     log = await run(mixer, 20, script)
     texts = [p.text for p in of(log, Playout) if p.text]
     assert texts == ["old", "new"]
-    assert [(h.utterance_id, h.text_heard, h.truncated) for h in of(log, Heard)] == [(1, "old", True), (2, "new", False)]
+    assert [(h.utterance_id, h.text_heard, h.truncated) for h in of(log, Heard)] == [
+        (1, "old", True),
+        (2, "new", False),
+    ]
     assert mixer.stale == 3 and mixer.ledger == of(log, Heard)
 
 
@@ -110,7 +120,10 @@ async def test_utterances_play_one_after_another_and_late_words_start_on_arrival
 
     log = await run(OutputMixer(), 30, script)
     assert [(p.tick, p.utterance_id, p.text) for p in of(log, Playout) if p.text] == [
-        (5, 1, "first"), (7, 2, "second"), (15, 3, "slow"), (21, 3, "model"),
+        (5, 1, "first"),
+        (7, 2, "second"),
+        (15, 3, "slow"),
+        (21, 3, "model"),
     ]
     assert [h.text_heard for h in of(log, Heard)] == ["first", "second", "slow model"]
 

@@ -24,8 +24,15 @@ class Conversation:
         self.speaking = False
         self.outputs: list[StepOutput] = []
 
-    def step(self, text: str = "", *, speech: float | None = None, dialog: DialogState | None = None,
-             speaking: bool | None = None, **streams: list) -> StepOutput:
+    def step(
+        self,
+        text: str = "",
+        *,
+        speech: float | None = None,
+        dialog: DialogState | None = None,
+        speaking: bool | None = None,
+        **streams: list,
+    ) -> StepOutput:
         if dialog is not None:
             self.dialog = dialog
         prob = speech if speech is not None else (1.0 if text else 0.0)
@@ -155,7 +162,7 @@ def test_background_when_idle_waits_for_idle_and_interrupt_speaks_now() -> None:
     c.step(background=[done])
     assert "Paris." not in c.run(8)  # still greeting
     rest = c.run(30)
-    assert rest.endswith("you? Paris.") or rest.endswith("today? Paris.")
+    assert rest.endswith(("you? Paris.", "today? Paris."))
     busy = Conversation()
     busy.step(background=[done], dialog=state("speaking"))
     assert busy.run(10) == ""  # the user is talking: not idle
@@ -170,10 +177,13 @@ def test_background_when_idle_waits_for_idle_and_interrupt_speaks_now() -> None:
 
 def test_silent_background_and_progress_are_never_spoken() -> None:
     c = Conversation()
-    c.step(dialog=state("yielding"), background=[
-        BackgroundUpdate(task_id="t", status="progress", text="half way", delivery="when_idle"),
-        BackgroundUpdate(task_id="t", status="final", text="secret", delivery="silent"),
-    ])
+    c.step(
+        dialog=state("yielding"),
+        background=[
+            BackgroundUpdate(task_id="t", status="progress", text="half way", delivery="when_idle"),
+            BackgroundUpdate(task_id="t", status="final", text="secret", delivery="silent"),
+        ],
+    )
     assert c.run(20) == ""
 
 
