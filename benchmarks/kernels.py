@@ -309,6 +309,7 @@ def run_cpu(args: argparse.Namespace) -> dict:
         "device": "cpu",
         "gpu_figures": None,
         "note": "GPU figures need a CUDA GPU; these are torch-reference timings on the CPU",
+        "torch_threads": torch.get_num_threads(),
         "moe_shape": {"D": d, "F": f, "E": e, "k": k},
         "moe_reference": moe_rows,
         "attention_reference": attn_rows,

@@ -22,15 +22,14 @@ Protocol (who publishes what, when):
   :class:`ContextPackage` (recent transcript, what the user heard, the dialog state, the tool names);
   ``StepOutput.tool_call`` -> ``ToolCall(call_id="{name}-{n}", name, args)``; both carry the generation.
 
-Modes: the step always runs as owned work of the actor, one at a time. In **lockstep** it runs inline
-(``await session.step``, no thread), and — because owned work starts once the session has settled — after
-every other message of the same instant has been handled, so the step for chunk k sees the ``DialogState``
-derived from chunk k (no tick of lag) and outcomes never depend on machine speed. In **realtime** a
-``blocking`` session's step runs in a worker thread, so a step that overruns the tick never blocks the loop;
-chunks that arrive meanwhile are coalesced (texts joined, media concatenated, the latest speech probability
-kept) into the next step, and there is never more than one step in flight. The step task is not tagged with a
-generation: an Interrupt must not lose input chunks (the model has to hear them); its stale output is
-discarded instead.
+Modes: in **lockstep** the step runs inline in the ``InputChunk`` handler (``await session.step``), which
+holds the session clock, so outcomes never depend on machine speed. A ``DialogState`` derived from chunk k is
+published after that chunk, so the step for chunk k sees the dialog state of chunk k-1 (one tick of lag; the
+barge-in cut itself is immediate, on the ``DialogState``). In **realtime** the step runs as owned work, in a
+worker thread for ``blocking`` sessions, so a step that overruns the tick never blocks the loop; chunks that
+arrive meanwhile are coalesced (texts joined, media concatenated, the latest speech probability kept) into
+the next step, and there is never more than one step in flight. That task is not tagged with a generation:
+an Interrupt must not lose input chunks (the model has to hear them); its stale output is discarded instead.
 """
 
 from __future__ import annotations
@@ -151,6 +150,8 @@ class InteractionActor(Actor):
     async def handle(self, message: object) -> None:
         """Step on input chunks; buffer the other input streams; cut the current utterance on a barge-in."""
         match message:
+            case InputChunk() if not self.realtime:
+                await self._step([message])  # lockstep: inline, under this handler's baton (and clock hold)
             case InputChunk():
                 self.pending.append(message)
                 if not self.stepping:
@@ -178,7 +179,7 @@ class InteractionActor(Actor):
     # --- stepping -------------------------------------------------------------------------------------------
 
     async def _step_loop(self) -> None:
-        """Run steps one at a time, coalescing the chunks that queued while one was in flight."""
+        """Realtime: run steps one at a time, coalescing the chunks that queued while one was in flight."""
         try:
             while self.pending:
                 chunks, self.pending = self.pending, []
@@ -226,15 +227,18 @@ class InteractionActor(Actor):
         controls = list(out.controls)
         if self.current is not None and not text and "silence" in controls:
             await self._cut("model_stopped")  # the model abandoned its utterance half-way
+        # State changes come before each publish: in realtime a handler (a barge-in) may run at any await.
+        started = None
         if text and self.current is None:
             self.generation += 1  # one generation per utterance: "cancel generation <= g" is then exact
             self.last_utterance += 1
-            self.current = self.last_utterance
-            self.open[self.current] = self.generation
+            self.current = started = self.last_utterance
+            self.open[started] = self.generation
             if "backchannel" in controls:
-                self.backchannels.add(self.current)
-            await self.publish(SpeechStarted(utterance_id=self.current, generation=self.generation))
+                self.backchannels.add(started)
         g = self.generation
+        if started is not None:
+            await self.publish(SpeechStarted(utterance_id=started, generation=g))
         await self.publish(OutputChunk(tick=tick + 1, generation=g, text=text, audio=out.audio, controls=controls))
         if "end_utterance" in controls:
             self.current = None
@@ -254,16 +258,17 @@ class InteractionActor(Actor):
         """End every open utterance as interrupted and move to a new generation."""
         if not self.open and past is None:
             return
-        old = self.generation
-        self.generation = (old if past is None else max(old, past)) + 1
-        if publish:
-            await self.publish(Interrupt(generation=old, reason=reason))
-        self.log.info("utterance_cut", reason=reason, generation=old, utterances=sorted(self.open))
-        for utterance_id, generation in sorted(self.open.items()):
-            await self.publish(SpeechEnded(utterance_id=utterance_id, generation=generation, reason="interrupted"))
+        cut = sorted(self.open.items())
         self.open.clear()
         self.backchannels.clear()
         self.current = None
+        old = self.generation
+        self.generation = (old if past is None else max(old, past)) + 1
+        self.log.info("utterance_cut", reason=reason, generation=old, utterances=[u for u, _ in cut])
+        if publish:
+            await self.publish(Interrupt(generation=old, reason=reason))
+        for utterance_id, generation in cut:
+            await self.publish(SpeechEnded(utterance_id=utterance_id, generation=generation, reason="interrupted"))
 
     async def _on_heard(self, heard: Heard) -> None:
         self.heard.append(heard)

@@ -59,6 +59,7 @@ from microturn.runtime import Actor
 __all__ = ["OutputMixer"]
 
 _SILENCE_LEVEL = 300  # int16 magnitude under which espeak's lead-in and tail count as silence
+_FADE = 80  # samples (5 ms) of fade at each end of a word's audio
 
 
 @dataclass
@@ -152,7 +153,11 @@ class OutputMixer(Actor):
             case Interrupt(generation=g):
                 await self._cut(g)
             case UserAudio(pcm=pcm, sample_rate=rate, channels=channels):
-                samples = pcm16_to_16k(pcm, rate, channels, max_seconds=None)
+                try:
+                    samples = pcm16_to_16k(pcm, rate, channels, max_seconds=None)
+                except AudioInputError as exc:  # perception rejects it too; the recording just skips it
+                    self.log.warning("user_audio_rejected", error=str(exc))
+                    return
                 arrival = round(message.stamp.time * TARGET_RATE) if message.stamp is not None else 0
                 start = max(self._user_end, arrival)
                 self._user.append((start, samples))
@@ -234,6 +239,11 @@ class OutputMixer(Actor):
             # Too long for its slot even at the faster rate: speed it up (soxr, at arbitrary rates) to fit.
             y = soxr.resample(x.astype(np.float32) / 32768.0, x.size, self.slot)
             x = (np.clip(y, -1.0, 1.0 - 1 / 32768) * 32768.0).astype("<i2")[: self.slot]
+        ramp = min(_FADE, x.size // 2)
+        if ramp:  # fade the cut edges in and out: no clicks between words
+            x = x.astype(np.float32)
+            x[:ramp] *= np.linspace(0.0, 1.0, ramp, dtype=np.float32)
+            x[x.size - ramp :] *= np.linspace(1.0, 0.0, ramp, dtype=np.float32)
         pcm = x.astype("<i2").tobytes().ljust(2 * self.slot, b"\0")
         self._word_pcm[word] = pcm
         return pcm

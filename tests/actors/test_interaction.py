@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 
-import trio
 from msgspec.structs import replace
 
 from microturn.actors.clock import ClockActor
@@ -29,7 +28,7 @@ from microturn.messages import (
 )
 from microturn.model.protocol import BlockingModelSession, ModelSpec, StepInput, StepOutput, ToolRequest
 from microturn.model.scripted import ScriptedPolicy
-from microturn.runtime import Actor, open_session
+from microturn.runtime import Actor, open_session, replay
 
 SPEAK, END = ["speak"], ["speak", "end_utterance"]
 
@@ -281,7 +280,7 @@ async def test_a_thinking_pause_is_not_taken_over(autojump_clock) -> None:
     log = await run(conversation(texts, states, speech={1, 11}), 40)
     yielded = next(d for d in of(log, DialogState) if d.user == "yielding")
     assert all(p.stamp.time > yielded.stamp.time for p in of(log, Playout))
-    assert of(log, SpeechStarted)[0].stamp.time == yielded.stamp.time
+    assert of(log, SpeechStarted)[0].stamp.tick - yielded.stamp.tick == 1  # and then it answers at once
     assert said(log, 1).endswith("You said so I was wondering about the weekend.")
 
 
@@ -307,7 +306,9 @@ async def test_a_barge_in_stops_playout_within_one_tick(autojump_clock) -> None:
     old = [p for p in of(log, Playout) if p.utterance_id == 1]
     assert max(p.tick for p in old) < barge.stamp.tick  # window in which it became known: already silent
     heard = next(h for h in of(log, Heard) if h.utterance_id == 1)
-    assert heard.truncated and heard.text_heard == said(log, 1) and len(heard.text_heard.split()) == 4
+    greeting = ("Hello! How can I help you today?", "Hi there! What can I do for you?")
+    assert heard.truncated and heard.text_heard == said(log, 1) and len(heard.text_heard.split()) == 3
+    assert any(g.startswith(heard.text_heard + " ") for g in greeting)
     assert [(e.utterance_id, e.reason) for e in of(log, SpeechEnded)] == [(1, "interrupted"), (2, "completed")]
     assert said(log, 2).endswith("You said wait a moment.")  # then it listened and answered the interruption
 
@@ -356,6 +357,22 @@ async def test_a_tool_result_is_phrased_and_spoken(autojump_clock) -> None:
     ]
 
 
+def barge_in_session() -> list[Actor]:
+    """A session with a question, a delegation answered in the background, and a barge-in."""
+    texts = {1: "what is the capital of France?", 20: "wait, no, something else"}
+    states = {1: "user/inviting/silent", 20: "user/interrupting/speaking", 22: "user/yielding/silent"}
+    return conversation(texts, states, BackgroundDouble("Paris, of course.", "when_idle"))
+
+
+async def test_a_recorded_session_replays_bit_for_bit(autojump_clock, tmp_path) -> None:
+    path = tmp_path / "session.mtrec"
+    async with open_session([ClockActor(), *barge_in_session()], record=path) as session:
+        await session.run_ticks(60)
+    result = await replay(path, factory=lambda: [ClockActor(), *barge_in_session()])
+    assert result.ok, result.divergence
+    assert result.compared > 200
+
+
 # --- realtime: a step that overruns the tick does not block the loop ---------------------------------------
 
 
@@ -392,9 +409,11 @@ async def test_realtime_steps_run_off_the_loop_and_coalesce_inputs() -> None:
     async with open_session(
         [ClockActor(), PerceptionDouble(texts), actor], mode="realtime", tick_period=0.02, taps=[log.append]
     ) as session:
-        await session.wait_tick(10)  # ticks keep coming while the first step is blocked
-        assert len(model.inputs) == 1 and of(log, OutputChunk) == []
-        model.gate.set()
+        try:
+            await session.wait_tick(10)  # ticks keep coming while the first step is blocked
+            assert actor.stepping and len(model.inputs) <= 1 and of(log, OutputChunk) == []
+        finally:
+            model.gate.set()
         await session.wait_tick(session.last_tick + 5)
     first, second = model.inputs[:2]
     assert first.chunk.tick == 0
@@ -404,4 +423,3 @@ async def test_realtime_steps_run_off_the_loop_and_coalesce_inputs() -> None:
     assert of(log, OutputChunk)[0].tick == 1 and of(log, OutputChunk)[1].tick == second.chunk.tick + 1
     ticks_during_block = [t for t in of(log, Tick) if t.stamp.seq < of(log, OutputChunk)[0].stamp.seq]
     assert len(ticks_during_block) >= 11
-    await trio.lowlevel.checkpoint()
