@@ -2,6 +2,17 @@
 
 from .clock import ClockActor
 from .dialog_state import DialogStateActor, DialogStateMachine, DialogTimings
+from .interaction import InteractionActor, coalesce_chunks
+from .output_mixer import OutputMixer
 from .perception import PerceptionActor
 
-__all__ = ["ClockActor", "DialogStateActor", "DialogStateMachine", "DialogTimings", "PerceptionActor"]
+__all__ = [
+    "ClockActor",
+    "DialogStateActor",
+    "DialogStateMachine",
+    "DialogTimings",
+    "InteractionActor",
+    "OutputMixer",
+    "PerceptionActor",
+    "coalesce_chunks",
+]

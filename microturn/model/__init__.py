@@ -11,6 +11,7 @@ from .protocol import (
     StepOutput,
     ToolRequest,
 )
+from .scripted import ScriptedPolicy, ScriptedSession
 
 __all__ = [
     "CONTROL_TOKENS",
@@ -22,4 +23,6 @@ __all__ = [
     "StepInput",
     "StepOutput",
     "ToolRequest",
+    "ScriptedPolicy",
+    "ScriptedSession",
 ]

@@ -58,6 +58,9 @@ class SessionClock:
         self._released: trio.Event | None = None
         self._pending: trio.Event | None = None
         self._started = False
+        self._stopping = False
+        self.stopped = trio.Event()
+        """Set when the lockstep scheduler has fired everything due and stopped (see :meth:`stop`)."""
 
     # --- time ----------------------------------------------------------------------------------------------
 
@@ -138,12 +141,22 @@ class SessionClock:
             await self._released.wait()
             self._released = None
 
+    def stop(self) -> None:
+        """Ask the lockstep scheduler to fire every event due at or before the current session time, then
+        stop (:attr:`stopped` is set): the end of a session is a deterministic point, not a race."""
+        self._stopping = True
+        if self._pending is not None:
+            self._pending.set()
+
     async def run_scheduler(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Fire lockstep events in (time, priority, registration) order, settling between events."""
         task_status.started()
         heap = self._heap
         while True:
             await self.settle()
+            if self._stopping and (not heap or heap[0][0] > self._now):
+                self.stopped.set()
+                return
             if not heap:
                 self._pending = trio.Event()
                 await self._pending.wait()

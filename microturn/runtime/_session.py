@@ -220,7 +220,8 @@ async def _close(session: Session, scheduler: trio.CancelScope) -> None:
     """The orderly end of a session whose body finished."""
     clock = session.clock
     if clock.mode == "lockstep":
-        await clock.settle()
+        clock.stop()
+        await clock.stopped.wait()
     scheduler.cancel()
     session.closing = True
     session._end("finished", None)

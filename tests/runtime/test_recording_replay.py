@@ -3,9 +3,11 @@
 import msgspec
 import pytest
 
+from microturn.actors import ClockActor
 from microturn.demo import DEMO_LINES, build
-from microturn.messages import OutputChunk, SessionEnded, UserText
+from microturn.messages import OutputChunk, SessionEnded, Tick, UserText
 from microturn.runtime import (
+    Actor,
     RecordingError,
     RecordingVersionError,
     open_session,
@@ -122,3 +124,28 @@ async def test_replay_needs_a_factory(autojump_clock, tmp_path):
         await replay(path)
     result = await replay(path, factory=build)
     assert result.ok
+
+
+class LastInstant(Actor):
+    """Test double: every Tick starts owned work that publishes at once (an event due at the same instant)."""
+
+    subscriptions = (Tick,)
+
+    async def handle(self, message):
+        async def report():
+            await self.publish(UserText(text=f"after tick {message.tick}"))
+
+        self.spawn(report)
+
+
+async def test_events_due_when_the_session_ends_fire_before_session_ended(autojump_clock, tmp_path):
+    blobs = set()
+    for i in range(10):
+        seen = []
+        path = tmp_path / f"end{i}.mtrec"
+        async with open_session([ClockActor(), LastInstant()], record=path, taps=[seen.append]) as session:
+            await session.run_ticks(3)
+        assert [m.text for m in seen if isinstance(m, UserText)][-1] == "after tick 2"
+        assert isinstance(seen[-1], SessionEnded)
+        blobs.add(path.read_bytes())
+    assert len(blobs) == 1
