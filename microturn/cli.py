@@ -37,29 +37,43 @@ def _print_timeline(messages: Sequence[Message]) -> None:
         print(_timeline_line(message))
 
 
+_DEMO_SHOWN = {
+    "UserText", "Playout", "DialogState", "SpeechStarted", "SpeechEnded", "Heard", "Delegate", "ToolCall",
+    "ToolResult", "BackgroundUpdate", "Interrupt", "SessionEnded",
+}
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from microturn.demo import DEMO_LINES, build
-    from microturn.messages import UserText
+    from microturn import demo
+    from microturn.messages import Playout, UserText
 
     seen: list[Message] = []
+    live = args.pipeline == "live"
 
     async def main() -> None:
+        actors = demo.build_live(wav_path=args.wav) if live else demo.build()
         async with open_session(
-            build(),
+            actors,
             mode="lockstep",
             record=args.record,
-            factory="microturn.demo:build",
+            factory="microturn.demo:build_live" if live else "microturn.demo:build",
+            params={"wav_path": args.wav} if live else {},
             session_id="demo",
             taps=[seen.append],
         ) as session:
-            for at, text in DEMO_LINES:
-                session.schedule(UserText(text=text), at)
+            for at, text in demo.LIVE_LINES if live else demo.DEMO_LINES:
+                if live:
+                    demo.speak_line(session, text, at)
+                else:
+                    session.schedule(UserText(text=text), at)
             await session.run_ticks(args.ticks)
-        shown = [m for m in seen if type(m).__name__ in {"UserText", "Playout", "DialogState", "SessionEnded"}]
+        shown = [m for m in seen if type(m).__name__ in _DEMO_SHOWN and not (isinstance(m, Playout) and not m.text)]
         _print_timeline(shown)
-        print(f"\n{session.stats()['messages']} messages over {args.ticks} ticks (virtual time, lockstep)")
+        print(f"\n{session.stats()['messages']} messages over {args.ticks} ticks of virtual time (lockstep)")
         if args.record:
             print(f"recorded to {args.record}: replay it with `microturn replay {args.record}`")
+        if args.wav:
+            print(f"wrote the session's audio to {args.wav} (user left, assistant right)")
 
     run_lockstep(main)
     return 0
@@ -129,8 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-json", metavar="FILE", help="write structured logs as JSON lines to FILE")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the small example session in lockstep and print its timeline")
-    demo.add_argument("--ticks", type=int, default=25, help="micro-turns to run (default 25 = 5 s)")
+    demo = sub.add_parser("demo", help="run an example session end to end in lockstep and print its timeline")
+    demo.add_argument("--ticks", type=int, default=120, help="micro-turns to run (default 120 = 24 s)")
+    demo.add_argument(
+        "--pipeline",
+        choices=["live", "echo"],
+        default="live",
+        help="live: the real live loop with the scripted policy (default); echo: light runtime-only actors",
+    )
+    demo.add_argument("--wav", metavar="FILE", help="write the session's audio as a stereo WAV")
     demo.add_argument("--record", metavar="FILE", help="write the session's recording to FILE")
     demo.set_defaults(fn=_cmd_demo)
 

@@ -1,7 +1,10 @@
-"""A small, complete example session: seven actors shaped like the reference pipeline, with a trivial echo
-"model". It is what ``microturn demo`` runs, what the runtime benchmarks load, and a factory replay can
-rebuild (``microturn.demo:build``). The real perception, dialog and interaction actors live in
-``microturn.actors``; these stand-ins only move text, so the runtime can be shown and measured on its own.
+"""Example sessions, each a factory that replay can rebuild from a recording's header.
+
+- :func:`build_live` — the live loop: the real perception, dialog-state, interaction (scripted policy) and
+  output-mixer actors, with small stand-ins for the background reasoner and tool runner. ``microturn demo``
+  runs it.
+- :func:`build` — seven light actors shaped like the reference pipeline around a trivial echo "model": they
+  only move text, so the runtime itself can be shown and measured (the runtime benchmarks use it).
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from microturn.messages import (
     Tick,
     ToolCall,
     ToolResult,
+    UserAudio,
     UserText,
 )
-from microturn.runtime import Actor, Overflow, Subscribe
+from microturn.runtime import Actor, Overflow, Session, Subscribe
 
-__all__ = ["build", "DEMO_LINES"]
+__all__ = ["build", "build_live", "speak_line", "DEMO_LINES", "LIVE_LINES"]
 
 DEMO_LINES = [(0.3, "hello there"), (1.9, "what time is it"), (3.1, "thanks, bye")]
 """(session time, text) the demo user says."""
@@ -100,24 +104,75 @@ class TextMixer(Actor):
 
 
 class IdleBackground(Actor):
-    """Stands in for the background reasoner: acknowledges delegated tasks."""
+    """Stands in for the background reasoner (a later release): answers every delegated task, honestly."""
 
     subscriptions = (Delegate,)
 
     async def handle(self, message: object) -> None:
         if isinstance(message, Delegate):
-            await self.publish(BackgroundUpdate(task_id=message.task_id, status="final", text="done"))
+            await self.sleep(1.0)
+            text = "I have no background reasoner yet, so I cannot look that up."
+            await self.publish(BackgroundUpdate(task_id=message.task_id, status="final", text=text))
 
 
 class IdleTools(Actor):
-    """Stands in for the tool runner: answers every call after a short session-time delay."""
+    """Stands in for the tool runner: answers ``session_time`` after a short session-time delay; any other
+    tool is unknown."""
 
     subscriptions = (ToolCall,)
 
     async def handle(self, message: object) -> None:
         if isinstance(message, ToolCall):
             await self.sleep(0.05)
-            await self.publish(ToolResult(call_id=message.call_id, ok=True, value=None, elapsed=0.05))
+            if message.name == "session_time":
+                result = ToolResult(call_id=message.call_id, ok=True, value=self.now(), elapsed=0.05)
+            else:
+                result = ToolResult(call_id=message.call_id, ok=False, error=f"unknown tool {message.name!r}")
+            await self.publish(result)
+
+
+LIVE_LINES = [
+    (0.4, "hello there"),
+    (6.0, "what time is it?"),
+    (13.0, "what is the capital of france?"),
+    (20.0, "okay, stop, thanks"),
+]
+"""(session time, line) the live demo's user says."""
+
+
+def speak_line(session: Session, text: str, at: float, *, transcript: bool = True, wpm: int = 175) -> float:
+    """Schedule ``text`` as the user's speech from session time ``at``: espeak-ng audio in 200 ms messages
+    (when espeak-ng is installed) and, as a streaming recogniser would, the transcript as the speech ends.
+    Returns the session time the speech ends."""
+    from microturn.audio import espeak_available, synthesize
+
+    if not espeak_available():
+        session.schedule(UserText(text=text), at)
+        return at + 0.2
+    pcm = synthesize(text, wpm=wpm)
+    window = round(session.clock.period * 16000) * 2
+    chunks = [pcm[i : i + window] for i in range(0, len(pcm), window)]
+    for i, chunk in enumerate(chunks):
+        session.schedule(UserAudio(pcm=chunk, sample_rate=16000), at + session.clock.period * i)
+    end = at + session.clock.period * len(chunks)
+    if transcript:
+        session.schedule(UserText(text=text), end - session.clock.period)
+    return end
+
+
+def build_live(*, wav_path: str | None = None) -> list[Actor]:
+    """The live loop with the scripted policy (the embedded default until the trained model lands)."""
+    from microturn.actors import DialogStateActor, InteractionActor, OutputMixer, PerceptionActor
+
+    return [
+        ClockActor(),
+        PerceptionActor(),
+        DialogStateActor(),
+        InteractionActor(tools=["session_time"]),
+        OutputMixer(render_audio=wav_path is not None, wav_path=wav_path),
+        IdleBackground(name="background"),
+        IdleTools(name="tool_runner"),
+    ]
 
 
 def build(max_ticks: int | None = None) -> list[Actor]:

@@ -6,25 +6,16 @@ from __future__ import annotations
 import pytest
 
 from microturn.actors import ClockActor, DialogStateActor, InteractionActor, OutputMixer, PerceptionActor
-from microturn.audio import espeak_available, synthesize
-from microturn.messages import DialogState, Heard, Interrupt, Playout, SpeechEnded, SpeechStarted, UserAudio, UserText
+from microturn.audio import espeak_available
+from microturn.demo import speak_line
+from microturn.messages import DialogState, Heard, Interrupt, Playout, SpeechEnded, SpeechStarted
 from microturn.runtime import open_session
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 
-WINDOW = 3200 * 2  # bytes of PCM16 in one 200 ms window at 16 kHz
-
-
 def say(session, text: str, at: float, *, transcript: bool = True, wpm: int = 175) -> float:
-    """Schedule espeak speech in 200 ms messages from ``at``, the transcript when it ends; returns the end."""
-    pcm = synthesize(text, wpm=wpm)
-    chunks = [pcm[i : i + WINDOW] for i in range(0, len(pcm), WINDOW)]
-    for i, chunk in enumerate(chunks):
-        session.schedule(UserAudio(pcm=chunk, sample_rate=16000), at + 0.2 * i)
-    end = at + 0.2 * len(chunks)
-    if transcript:  # what a streaming recogniser would hand over as the speech ends
-        session.schedule(UserText(text=text), end - 0.2)
-    return end
+    """Schedule espeak speech in 200 ms messages from ``at`` (and its transcript); returns the end."""
+    return speak_line(session, text, at, transcript=transcript, wpm=wpm)
 
 
 def live_loop():

@@ -19,14 +19,14 @@ def run(*args):
 def test_help_lists_the_commands():
     out = run("--help")
     assert out.returncode == 0
-    for command in ("demo", "replay", "show"):
+    for command in ("demo", "chat", "replay", "show"):
         assert command in out.stdout
 
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "demo.mtrec"
-    out = run("demo", "--record", str(path))
+    out = run("demo", "--pipeline", "echo", "--ticks", "25", "--record", str(path))
     assert out.returncode == 0, out.stderr
     assert "you said:" in out.stdout and "SessionEnded" in out.stdout
     return path
