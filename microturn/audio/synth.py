@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import structlog
+from microturn.log import get_logger
 
 from microturn.audio.errors import (
     AudioInputError,
@@ -42,7 +42,7 @@ from microturn.audio.wav import read_wav, write_wav
 
 __all__ = ["Synthesizer", "default_cache_dir", "espeak_available", "espeak_version", "synthesize"]
 
-log = structlog.get_logger()
+log = get_logger("microturn.audio.synth")
 
 #: Bump when the cached representation changes, so old files are not misread.
 _CACHE_FORMAT = 1

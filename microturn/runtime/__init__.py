@@ -12,7 +12,7 @@ from ._errors import (
     SessionFailed,
     SubscriptionError,
 )
-from ._logging import capture_logs, configure_logging, get_logger
+from microturn.log import capture_logs, configure_logging, get_logger
 from ._mailbox import Mailbox, Overflow, Subscribe
 from ._recording import FORMAT_VERSION, Recorder, Recording, RecordingHeader, read_recording
 from ._replay import Divergence, ReplayResult, load_factory, replay

@@ -21,7 +21,7 @@ from microturn.messages import ActorFailed, ActorRestarted, Interrupt, Message
 
 from ._clock import TIMER_PRIORITY
 from ._errors import SessionFailed, SubscriptionError
-from ._logging import current_actor, get_logger
+from microturn.log import current_actor, get_logger
 from ._mailbox import Mailbox, Subscribe
 
 __all__ = ["Actor", "RestartPolicy"]

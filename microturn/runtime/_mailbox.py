@@ -18,7 +18,7 @@ import trio
 from microturn.messages import ControlMessage, Message, SystemMessage
 
 from ._errors import SubscriptionError
-from ._logging import get_logger
+from microturn.log import get_logger
 
 __all__ = ["Overflow", "Subscribe", "Mailbox"]
 

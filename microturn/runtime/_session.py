@@ -22,7 +22,7 @@ from ._actor import Actor, _root_cause, check_unique_names
 from ._bus import Bus
 from ._clock import INPUT_PRIORITY, TIMER_PRIORITY, Mode, SessionClock
 from ._errors import SessionFailed
-from ._logging import current_session, get_logger
+from microturn.log import current_session, get_logger
 from ._recording import Recorder, RecordingHeader
 from ._turnstile import Turnstile
 

@@ -1,5 +1,8 @@
 """Structured logging: structlog configured once, every event stamped with session time, tick and actor.
 
+It sits at the bottom of the package (beside ``messages``) so every layer logs the same way; the runtime
+re-exports it and fills in the session context.
+
 Event time is the session clock's, never the wall clock's (structlog's TimeStamper reads the wall clock, so it
 is not used). The processors are plain functions, so tests can run them in front of structlog's own
 ``LogCapture`` (see :func:`capture_logs`).
