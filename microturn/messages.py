@@ -46,6 +46,7 @@ __all__ = [
     "ToolResult",
     "Playout",
     "Heard",
+    "Mark",
     "Interrupt",
     "Cancel",
     "AnyMessage",
@@ -294,6 +295,15 @@ class Heard(DataMessage, frozen=True, kw_only=True):
     truncated: bool
 
 
+# --- scenarios and tests ------------------------------------------------------------------------------------
+
+
+class Mark(DataMessage, frozen=True, kw_only=True):
+    """A named point on the session's timeline (set by a scenario or a test), for expectations and reports."""
+
+    name: str
+
+
 # --- control lane --------------------------------------------------------------------------------------------
 
 
@@ -331,6 +341,7 @@ AnyMessage = Union[
     ToolResult,
     Playout,
     Heard,
+    Mark,
     Interrupt,
     Cancel,
 ]
