@@ -83,9 +83,7 @@ class CpuMeter:
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self._wall
-        self.share = (
-            (time.process_time() - self._cpu) / self.wall if self.wall > 0 else 0.0
-        )
+        self.share = (time.process_time() - self._cpu) / self.wall if self.wall > 0 else 0.0
         self.preemptions = _ivcsw() - self._ivcsw
 
 
@@ -112,6 +110,7 @@ def quiet_logging() -> None:
 
 
 def emit(result: dict[str, Any]) -> None:
-    """Print the one JSON object that must be the script's last line."""
+    """Print the one JSON object that must be the script's last line (NaN, which JSON lacks, becomes null)."""
+    clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}
     sys.stdout.flush()
-    print(json.dumps(result), flush=True)
+    print(json.dumps(clean, allow_nan=False), flush=True)

@@ -224,9 +224,7 @@ class Pinger(Actor):
 async def microturn_stream(n: int) -> float:
     """Seconds for ``n`` messages published into a realtime session and handled by one subscribed actor."""
     counter = Counter(n)
-    async with open_session(
-        [counter], mode="realtime", session_id="bus-hop"
-    ) as session:
+    async with open_session([counter], mode="realtime", session_id="bus-hop") as session:
         await trio.testing.wait_all_tasks_blocked()
         gc.collect()
         start = time.perf_counter()
@@ -240,9 +238,7 @@ async def microturn_stream(n: int) -> float:
 async def microturn_pingpong(n: int) -> float:
     """Seconds for ``n`` round trips (2n bus hops) between two actors of one realtime session."""
     pinger = Pinger(n)
-    async with open_session(
-        [pinger, Ponger("ponger")], mode="realtime", session_id="bus-pingpong"
-    ) as session:
+    async with open_session([pinger, Ponger("ponger")], mode="realtime", session_id="bus-pingpong") as session:
         await trio.testing.wait_all_tasks_blocked()
         gc.collect()
         start = time.perf_counter()
@@ -269,9 +265,7 @@ async def measure(n: int, repeats: int) -> dict[str, list[float]]:
         "stream_api": (trio_stream, microturn_stream, n),
         "pingpong": (trio_pingpong, microturn_pingpong, n // 2),
     }
-    out: dict[str, list[float]] = {
-        f"{shape}/{side}": [] for shape in pairs for side in ("trio", "microturn")
-    }
+    out: dict[str, list[float]] = {f"{shape}/{side}": [] for shape in pairs for side in ("trio", "microturn")}
     for (
         fn_trio,
         fn_mt,
@@ -317,17 +311,10 @@ def main() -> None:
     runs = trio.run(measure, n, repeats)
     med = {key: statistics.median(v) for key, v in runs.items()}
     ratios = {}
-    print(
-        f"bus hop vs trio memory channel: {n} messages per section, median of {repeats}, {cpu_name()}"
-    )
-    print(
-        f"{'shape':<28}{'trio ns/hop':>12}{'microturn ns/hop':>18}{'ratio':>8}{'min..max':>13}"
-    )
+    print(f"bus hop vs trio memory channel: {n} messages per section, median of {repeats}, {cpu_name()}")
+    print(f"{'shape':<28}{'trio ns/hop':>12}{'microturn ns/hop':>18}{'ratio':>8}{'min..max':>13}")
     for key, label in SHAPES.items():
-        paired = [
-            m / t
-            for m, t in zip(runs[f"{key}/microturn"], runs[f"{key}/trio"], strict=True)
-        ]
+        paired = [m / t for m, t in zip(runs[f"{key}/microturn"], runs[f"{key}/trio"], strict=True)]
         ratios[key] = statistics.median(paired)
         print(
             f"{label:<28}{med[key + '/trio'] * 1e9:>12.0f}{med[key + '/microturn'] * 1e9:>18.0f}"

@@ -45,9 +45,7 @@ INPUTS = [
 
 async def scenario(ticks: int) -> dict:
     """One lockstep session of ``ticks`` ticks with input every ``INPUT_EVERY`` s; returns its stats."""
-    async with open_session(
-        build(max_ticks=ticks), mode="lockstep", tick_period=PERIOD
-    ) as session:
+    async with open_session(build(max_ticks=ticks), mode="lockstep", tick_period=PERIOD) as session:
         t, i = 0.3, 0
         while t < ticks * PERIOD:
             session.schedule(UserText(text=INPUTS[i % len(INPUTS)]), at=t)
@@ -61,12 +59,8 @@ async def scenario(ticks: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="a fast smoke run (300 ticks, 1 repeat)"
-    )
-    parser.add_argument(
-        "--ticks", type=int, default=None, help="ticks per run (default 3000 = 10 min)"
-    )
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run (300 ticks, 1 repeat)")
+    parser.add_argument("--ticks", type=int, default=None, help="ticks per run (default 3000 = 10 min)")
     parser.add_argument(
         "--repeats",
         type=int,
@@ -87,9 +81,7 @@ def main() -> None:
     best, med = min(walls), statistics.median(walls)
 
     virtual = ticks * PERIOD
-    print(
-        f"lockstep: {ticks} ticks at {PERIOD * 1e3:g} ms ({virtual / 60:g} virtual min), 7 demo actors, {cpu_name()}"
-    )
+    print(f"lockstep: {ticks} ticks at {PERIOD * 1e3:g} ms ({virtual / 60:g} virtual min), 7 demo actors, {cpu_name()}")
     print(
         f"{'wall s (best)':>14}{'wall s (median)':>17}{'ticks/s':>10}{'messages':>10}{'msgs/s':>10}{'x realtime':>12}"
     )

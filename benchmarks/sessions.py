@@ -92,9 +92,7 @@ async def trial(
         actors = build()
         clock_actor = actors[0]
         assert isinstance(clock_actor, ClockActor)
-        async with open_session(
-            actors, mode="realtime", tick_period=PERIOD, session_id=f"s{index}"
-        ) as session:
+        async with open_session(actors, mode="realtime", tick_period=PERIOD, session_id=f"s{index}") as session:
             clocks.append((session.clock.origin, clock_actor))
             buses.append(session.bus)
             if len(clocks) == n:
@@ -102,9 +100,7 @@ async def trial(
             t = phase
             while True:  # a user who says something about once a second, until the trial is cancelled
                 await session.clock.sleep_until(t)
-                await session.publish(
-                    UserText(text=INPUTS[(index + int(t)) % len(INPUTS)]), source="user"
-                )
+                await session.publish(UserText(text=INPUTS[(index + int(t)) % len(INPUTS)]), source="user")
                 t += 1.0
 
     gc.collect()
@@ -165,9 +161,7 @@ async def trial(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="a fast smoke run (two short trials)"
-    )
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run (two short trials)")
     parser.add_argument(
         "--seconds",
         type=float,
@@ -180,9 +174,7 @@ def main() -> None:
         default=None,
         help="first N of the doubling search (default 50)",
     )
-    parser.add_argument(
-        "--core", type=int, default=0, help="the core to pin to (default 0)"
-    )
+    parser.add_argument("--core", type=int, default=0, help="the core to pin to (default 0)")
     parser.add_argument(
         "--budget",
         type=float,
@@ -217,9 +209,7 @@ def main() -> None:
 
     def run(n: int) -> bool:
         with CpuMeter() as meter:
-            r = trio.run(
-                trial, n, seconds, args.seed + n, args.gc, 0.4 if args.quick else SETTLE
-            )
+            r = trio.run(trial, n, seconds, args.seed + n, args.gc, 0.4 if args.quick else SETTLE)
         r["share"], r["preempted"] = meter.share, meter.preemptions
         results[n] = r
         ok = r["p99"] <= LIMIT_MS
