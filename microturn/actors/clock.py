@@ -44,5 +44,5 @@ class ClockActor(Actor):
             lateness = max(0.0, clock.now() - deadline) if realtime else 0.0
             self.lateness.append(lateness)
             await self.publish(Tick(tick=k, lateness=lateness))
+            clock.tick_published(k)
             k += 1
-            clock.tick = k

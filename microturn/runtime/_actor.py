@@ -201,7 +201,9 @@ class Actor:
         turnstile = self.session.turnstile
         while True:
             if turnstile is None:
-                message = await mailbox.get()
+                message = mailbox.get_nowait()
+                if message is None:
+                    message = await mailbox.get()
                 if type(message) is Interrupt:
                     self.cancel_generation(message.generation)
                 await self.handle(message)

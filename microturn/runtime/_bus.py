@@ -66,23 +66,19 @@ class Bus:
         """Stamp ``message`` and deliver it; waits only while a ``block`` subscriber's queue is full.
         Returns the stamped message."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        cls = type(message)
-        route = self._routes.get(cls)
+        route = self._routes.get(type(message))
         if route is None:
             if not isinstance(message, Message):
                 raise TypeError(f"only microturn messages can be published, got {message!r}")
-            route = self._route(cls)
+            route = self._route(type(message))
         data, control = route
-        while True:
-            for _, queue in data:
-                if queue.blocking and len(queue.items) >= queue.maxlen:
-                    await queue.wait_space()
-                    break
-            else:
+        for _, queue in data:
+            if queue.blocking and len(queue.items) >= queue.maxlen:
+                await self._wait_for_room(data)
                 break
         clock = self.clock
-        self.seq += 1
-        stamped = replace(message, stamp=Stamp(tick=clock.tick, seq=self.seq, source=source, time=clock.now()))
+        self.seq = seq = self.seq + 1
+        stamped = replace(message, stamp=Stamp(tick=clock.tick, seq=seq, source=source, time=clock.now()))
         for tap in self._taps:
             tap(stamped)
         for mailbox, queue in data:
@@ -90,3 +86,14 @@ class Bus:
         for mailbox in control:
             mailbox.put_control(stamped)
         return stamped
+
+    @staticmethod
+    async def _wait_for_room(data: list[tuple[Mailbox, _Queue]]) -> None:
+        """Wait until every ``block`` queue of a route has room at the same time (backpressure)."""
+        while True:
+            for _, queue in data:
+                if queue.blocking and len(queue.items) >= queue.maxlen:
+                    await queue.wait_space()
+                    break
+            else:
+                return

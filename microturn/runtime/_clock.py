@@ -50,6 +50,7 @@ class SessionClock:
         self.period = float(period)
         self.tick = 0
         """Windows closed so far: the index of the window now open. Stamps carry it."""
+        self._tick_waiters: list[tuple[int, trio.Event]] = []
         self.origin = 0.0
         self._now = 0.0
         self._heap: list[tuple[float, int, int, Any]] = []
@@ -72,14 +73,32 @@ class SessionClock:
                 "microturn.runtime.run_lockstep(...), trio.run(..., clock=trio.testing.MockClock("
                 "autojump_threshold=0)), or pytest-trio's autojump_clock fixture"
             )
-        self.origin = trio.current_time()
+        self._trio_now = trio.lowlevel.current_clock().current_time
+        self.origin = self._trio_now()
         self._started = True
 
     def now(self) -> float:
         """Session time in seconds (exact event times in lockstep)."""
         if self.mode == "lockstep" or not self._started:
             return self._now
-        return trio.current_time() - self.origin
+        return self._trio_now() - self.origin
+
+    def tick_published(self, tick: int) -> None:
+        """The clock actor published ``Tick(tick)``: window ``tick + 1`` is now open."""
+        self.tick = tick + 1
+        if self._tick_waiters:
+            due = [w for w in self._tick_waiters if w[0] <= tick]
+            self._tick_waiters = [w for w in self._tick_waiters if w[0] > tick]
+            for _, event in due:
+                event.set()
+
+    async def wait_tick_published(self, tick: int) -> None:
+        """Return once ``Tick(tick)`` has been published (realtime: no scheduler to wait on)."""
+        if self.tick > tick:
+            return
+        event = trio.Event()
+        self._tick_waiters.append((tick, event))
+        await event.wait()
 
     def deadline(self, tick: int) -> float:
         """The session time at which window ``tick`` ends (computed, never accumulated, so it cannot drift)."""

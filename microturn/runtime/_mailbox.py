@@ -172,9 +172,16 @@ class Mailbox:
 
     def put(self, queue: _Queue, message: Message) -> None:
         """Append to a subscription's queue (applying its overflow policy) and wake the reader."""
-        queue.put(message)
+        if queue.blocking:  # the publisher already waited for room: no policy to apply
+            queue.items.append(message)
+        else:
+            queue.put(message)
         self.size += 1
-        self._wake()
+        if self.turnstile is not None:
+            self.turnstile.notify()
+        elif self._receiver is not None:
+            receiver, self._receiver = self._receiver, None
+            trio.lowlevel.reschedule(receiver)
 
     def _wake(self) -> None:
         if self.turnstile is not None:
@@ -198,6 +205,13 @@ class Mailbox:
         self.size -= 1
         if self.control:
             return self.control.popleft()
+        queues = self.queues
+        if len(queues) == 1:  # one subscription: nothing to merge by sequence number
+            best = queues[0]
+            message = best.items.popleft()
+            if best.space_waiters:
+                trio.lowlevel.reschedule(best.space_waiters.popleft())
+            return message
         best: _Queue | None = None
         best_seq = 0
         for queue in self.queues:

@@ -45,26 +45,16 @@ class Session:
         """Lockstep only: lets one actor step run at a time, in bus order."""
         self.failure: SessionFailed | None = None
         """Set when an actor failed beyond its restart policy."""
-        self.last_tick = -1
-        self._tick_waiters: list[tuple[int, trio.Event]] = []
         self._nursery: trio.Nursery | None = None
-        bus.add_tap(self._observe)
 
-    def _observe(self, message: Message) -> None:
-        if type(message) is Tick:
-            self.last_tick = message.tick  # type: ignore[attr-defined]
-            if self._tick_waiters:
-                still = []
-                for tick, event in self._tick_waiters:
-                    if tick <= self.last_tick:
-                        event.set()
-                    else:
-                        still.append((tick, event))
-                self._tick_waiters = still
+    @property
+    def last_tick(self) -> int:
+        """The number of the last ``Tick`` published (-1 before the first)."""
+        return self.clock.tick - 1
 
-    async def publish(self, message: Message, *, source: str = "external") -> Message:
+    def publish(self, message: Message, *, source: str = "external") -> Awaitable[Message]:
         """Publish a message from outside the actors (a transport, a scenario, a test); returns it stamped."""
-        return await self.bus.publish(message, source)
+        return self.bus.publish(message, source)
 
     def schedule(self, message: Message, at: float, *, source: str = "scenario") -> None:
         """Publish ``message`` at session time ``at``. In lockstep it lands at a fixed point: after the tick
@@ -90,12 +80,8 @@ class Session:
         """Return once ``Tick(tick)`` has been published (in lockstep: and everything it caused is handled)."""
         if self.clock.mode == "lockstep":
             await self.clock.sleep_until(self.clock.deadline(tick), priority=TIMER_PRIORITY)
-            return
-        if self.last_tick >= tick:
-            return
-        event = trio.Event()
-        self._tick_waiters.append((tick, event))
-        await event.wait()
+        else:
+            await self.clock.wait_tick_published(tick)
 
     async def run_ticks(self, count: int) -> None:
         """Let ``count`` more micro-turns pass."""

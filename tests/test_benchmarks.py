@@ -1,0 +1,33 @@
+"""Every benchmark runs (in its quick mode) and ends with one JSON object naming its figures.
+
+Only that the figures exist is checked: speed targets are measured by the benchmarks themselves, side by
+side, never asserted by a test."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+FIGURES = {
+    "bus_hop.py": ["ratio_vs_trio_channel", "ratio_data_path"],
+    "tick_lateness.py": ["p50_ms_idle", "p99_ms_idle", "p50_ms_loaded", "p99_ms_loaded"],
+    "sessions.py": ["max_sessions"],
+    "lockstep.py": ["wall_seconds"],
+    "perception.py": ["realtime_factor"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(FIGURES))
+def test_benchmark_prints_its_figures_last(script):
+    args = [sys.executable, str(BENCHMARKS / script)]
+    if "--quick" in (BENCHMARKS / script).read_text():
+        args.append("--quick")
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    for name in FIGURES[script]:
+        assert name in figures
