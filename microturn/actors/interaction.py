@@ -73,6 +73,7 @@ def coalesce_chunks(chunks: Sequence[InputChunk]) -> InputChunk:
         text=" ".join(c.text for c in chunks if c.text),
         patches=b"".join(c.patches for c in chunks),
         n_patches=sum(c.n_patches for c in chunks),
+        image_grids=[grid for c in chunks for grid in c.image_grids],
         speech_prob=last.speech_prob,
     )
 

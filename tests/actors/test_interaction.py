@@ -234,11 +234,18 @@ async def test_forwards_delegations_and_tool_calls_with_deterministic_ids(autoju
 
 def test_coalescing_merges_texts_and_media_and_keeps_the_latest_speech() -> None:
     a = InputChunk(tick=3, text="hello", dmel=b"ab", n_frames=1, speech_prob=0.9)
-    b = InputChunk(tick=4, dmel=b"cd", n_frames=1, speech_prob=0.8)
+    b = InputChunk(tick=4, dmel=b"cd", n_frames=1, speech_prob=0.8, patches=b"p", n_patches=1, image_grids=[(1, 1)])
     c = InputChunk(tick=5, text="there", speech_prob=0.1)
     assert coalesce_chunks([a]) is a
     assert coalesce_chunks([a, b, c]) == InputChunk(
-        tick=5, text="hello there", dmel=b"abcd", n_frames=2, speech_prob=0.1
+        tick=5,
+        text="hello there",
+        dmel=b"abcd",
+        n_frames=2,
+        patches=b"p",
+        n_patches=1,
+        image_grids=[(1, 1)],
+        speech_prob=0.1,
     )
 
 
