@@ -21,6 +21,19 @@ Rules, in the order they are applied each step:
   "Let me look that up."; a greeting, thanks or goodbye -> a stock answer; anything else -> an
   acknowledgement that echoes the user's words. A turn made only of backchannel words ("mm-hm", "yeah") is
   not answered; a turn with speech but no text gets "I hear you.".
+- **Declining.** A request on the refusal list (deleting everything, breaking into accounts, passwords and
+  card numbers, weapons...) gets one brief, firm, friendly refusal; no tool runs and nothing is delegated.
+- **Self-corrections.** "..., no wait, I mean X" / "sorry, I meant X" / "actually X": the correction replaces
+  as many words at the end of what came before it, and the corrected turn is what gets answered.
+- **Time awareness.** "remind me in N seconds (to X)" asks the ``set_timer`` tool (seconds, message) and
+  confirms; the timer's firing comes back as a background update and is spoken.
+- **Arithmetic.** An arithmetic question ("what is 12 times 7") asks the ``calculate`` tool.
+- **Images.** "what do you see" / "what is this" describes the last image shown (its size in 40-pixel patches
+  and its main colour, computed from the patches); without one it says it sees none.
+- **Live translation.** "translate what I say into French" (Spanish, German) switches to translating: each
+  piece of the user's text is spoken at once in the other language from a small word list — over the user,
+  on purpose (control ``translate``) — until "stop translating".
+- **Away.** When the user becomes ``away`` the policy asks once whether they are still there.
 - **Backchannelling.** In a long user turn (``backchannel_after`` seconds, default 3, while the user holds the
   floor and is speaking or pausing) it says one short "mm-hm"-like word, marked with control ``backchannel``.
 - **Background and tools.** A final ``BackgroundUpdate`` with delivery ``interrupt`` is spoken now (the
@@ -42,6 +55,8 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from microturn.messages import BackgroundUpdate, ToolResult
 
@@ -67,6 +82,45 @@ _HOW_ARE_YOU = re.compile(r"\bhow are you\b")
 _GREETING = re.compile(r"\b(hello|hi|hey|good (morning|afternoon|evening))\b")
 _THANKS = re.compile(r"\b(thanks|thank you)\b")
 _BYE = re.compile(r"\b(bye|goodbye)\b")
+_DECLINE = re.compile(
+    r"\b(delete (all|every)|wipe (my|the|all)|format (my|the) (disk|drive)|hack|break into|steal|password|"
+    r"credit card|card number|social security|bomb|weapon|poison)\b"
+)
+_CORRECTION = re.compile(r"(?:,\s*|\s)(?:no wait,?|no,? wait,?|sorry,?|actually,?)?\s*\bi (?:mean|meant)\b,?\s*|"
+                         r"(?:,\s*|\s)no wait,?\s*|(?:,\s*|\s)actually,?\s+", re.I)
+_REMIND = re.compile(r"\bremind me in (\d+(?:\.\d+)?) (second|seconds|minute|minutes)\b(?: to (.+))?")
+_ARITH = re.compile(r"(-?\d+(?:\.\d+)?)\s*(plus|minus|times|multiplied by|divided by|over|[-+*/x])\s*(-?\d+(?:\.\d+)?)")
+_OPERATORS = {"plus": "+", "minus": "-", "times": "*", "multiplied by": "*", "x": "*", "divided by": "/", "over": "/"}
+_SEE = re.compile(r"\b(what do you see|what is this|what's this|look at this|can you see)\b")
+_TRANSLATE = re.compile(r"\btranslate\b.*\b(?:into|to) (french|spanish|german)\b")
+_STOP_TRANSLATING = re.compile(r"\bstop translating\b")
+_DECLINES = ("Sorry, I can't help with that. Is there anything else I can do for you?",)
+_WORDS = {
+    "french": {"hello": "bonjour", "good": "bon", "morning": "matin", "i": "je", "you": "vous", "am": "suis",
+               "is": "est", "the": "le", "a": "un", "and": "et", "train": "train", "station": "gare",
+               "where": "où", "thank": "merci", "thanks": "merci", "please": "s'il vous plaît", "yes": "oui",
+               "no": "non", "cat": "chat", "dog": "chien", "house": "maison", "today": "aujourd'hui",
+               "tomorrow": "demain", "water": "eau", "coffee": "café", "want": "veux", "would": "voudrais",
+               "like": "aime", "my": "mon", "name": "nom", "friend": "ami", "city": "ville", "it": "il"},
+    "spanish": {"hello": "hola", "good": "buen", "morning": "día", "i": "yo", "you": "usted", "am": "soy",
+                "is": "es", "the": "el", "a": "un", "and": "y", "train": "tren", "station": "estación",
+                "where": "dónde", "thank": "gracias", "thanks": "gracias", "please": "por favor", "yes": "sí",
+                "no": "no", "cat": "gato", "dog": "perro", "house": "casa", "today": "hoy", "tomorrow": "mañana",
+                "water": "agua", "coffee": "café", "want": "quiero", "like": "gusta", "my": "mi",
+                "name": "nombre", "friend": "amigo", "city": "ciudad"},
+    "german": {"hello": "hallo", "good": "guten", "morning": "Morgen", "i": "ich", "you": "Sie", "am": "bin",
+               "is": "ist", "the": "der", "a": "ein", "and": "und", "train": "Zug", "station": "Bahnhof",
+               "where": "wo", "thank": "danke", "thanks": "danke", "please": "bitte", "yes": "ja", "no": "nein",
+               "cat": "Katze", "dog": "Hund", "house": "Haus", "today": "heute", "tomorrow": "morgen",
+               "water": "Wasser", "coffee": "Kaffee", "want": "will", "my": "mein", "name": "Name",
+               "friend": "Freund", "city": "Stadt"},
+}
+"""The live-translation word lists: a few dozen words each (unknown words pass through unchanged)."""
+_COLOURS = {
+    "black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "red": (220, 40, 40),
+    "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (230, 220, 50), "orange": (240, 140, 30),
+    "purple": (130, 50, 160), "brown": (120, 80, 40), "pink": (240, 150, 190),
+}
 
 
 def _norm(word: str) -> str:
@@ -137,6 +191,10 @@ class ScriptedSession(BlockingModelSession):
         self.idle: deque[_Utterance] = deque()
         self.credit = 0.0
         self.steps = 0
+        self.translate_to: str | None = None
+        self.translations: deque[_Utterance] = deque()
+        self.asked_away = False
+        self.image: tuple[int, str] | None = None  # (patches, main colour) of the last image shown
 
     def step_sync(self, step_input: StepInput) -> StepOutput:
         """Observe one tick's inputs and say (at most) this tick's words."""
@@ -159,8 +217,17 @@ class ScriptedSession(BlockingModelSession):
             if self.reply is not None:
                 self.user_words[:0] = self.reply.source  # not said yet: the words are part of the new turn
                 self.reply = None
-        if text:
+        if chunk.n_patches:
+            self.image = (chunk.n_patches, _main_colour(chunk.patches))
+        if speech:
+            self.asked_away = False
+        if text and self.translate_to is not None and not _STOP_TRANSLATING.search(text.lower()):
+            self.translations.append(_Utterance(_translate(text, self.translate_to), kind="translation"))
+        elif text:
             self.user_words.extend(text.split())
+        if state == "away" and not self.asked_away and self.current is None:
+            self.asked_away = True
+            self.urgent.append(_say("Are you still there?", kind="away"))
         holds_floor = dialog.floor == "user" or state == "interrupting" if dialog is not None else not inp.speaking
         if speech and holds_floor:
             self.turn_speech += 1
@@ -171,7 +238,9 @@ class ScriptedSession(BlockingModelSession):
         for update in inp.background:
             self._on_background(update)
         for result in inp.tool_results:
-            self.idle.append(_say(_phrase_tool(result), kind="tool"))
+            phrase = _phrase_tool(result)
+            if phrase:  # some results need no words (a timer that was set speaks when it fires)
+                self.idle.append(_say(phrase, kind="tool"))
         ended = (
             state in _TURN_END
             if state is not None
@@ -212,6 +281,33 @@ class ScriptedSession(BlockingModelSession):
         low = " ".join(_norm(w) for w in words)
         if not any(_norm(w) not in BACKCHANNEL_WORDS for w in words):
             return _say("I hear you.", source=source)
+        words = _corrected(words)
+        text = " ".join(words)
+        low = " ".join(_norm(w) for w in words)
+        if _DECLINE.search(low):
+            return _say(_DECLINES[0], kind="decline", source=source)
+        if self.translate_to is not None and _STOP_TRANSLATING.search(low):
+            self.translate_to = None
+            return _say("Okay, I stopped translating.", source=source)
+        if match := _TRANSLATE.search(low):
+            self.translate_to = match.group(1)
+            return _say(f"Sure. I will translate what you say into {match.group(1).title()}.", source=source)
+        if match := _REMIND.search(low):
+            seconds = float(match.group(1)) * (60 if match.group(2).startswith("minute") else 1)
+            message = f"Reminder: {match.group(3)}." if match.group(3) else "This is your reminder."
+            args = {"seconds": seconds, "message": message}
+            amount = f"{match.group(1)} {match.group(2)}"
+            return _say(f"Okay, I will remind you in {amount}.", tool=ToolRequest(name="set_timer", args=args),
+                        source=source)
+        if match := _ARITH.search(low):
+            expression = f"{match.group(1)} {_OPERATORS.get(match.group(2), match.group(2))} {match.group(3)}"
+            return _say("Let me work that out.", kind="holding",
+                        tool=ToolRequest(name="calculate", args={"expression": expression}), source=source)
+        if _SEE.search(low):
+            if self.image is None:
+                return _say("I don't see any image yet.", source=source)
+            patches, colour = self.image
+            return _say(f"I see an image of {patches} patches, mostly {colour}.", source=source)
         question = _norm(words[0]) in _QUESTION_START or text.rstrip().endswith("?")
         # Order matters: the specific question rules come before the generic "I cannot answer" one.
         if _TIME.search(low) or (question and _TIME_Q.search(low)):
@@ -231,6 +327,9 @@ class ScriptedSession(BlockingModelSession):
 
     def _start_next(self, inp: StepInput, state: str | None) -> None:
         """Start the next utterance when nothing is being said or played."""
+        if self.current is None and self.translations:
+            self._begin(self.translations.popleft())  # over the user, on purpose: that is live translation
+            return
         if self.current is not None or inp.speaking:
             return
         dialog = inp.dialog
@@ -270,7 +369,7 @@ class ScriptedSession(BlockingModelSession):
         first = u.pos == 0 and n > 0
         words = u.words[u.pos : u.pos + n]
         u.pos += n
-        controls = ["backchannel"] if u.kind == "backchannel" else ["speak"]
+        controls = ["backchannel"] if u.kind == "backchannel" else ["translate"] if u.kind == "translation" else ["speak"]
         extra: dict[str, Any] = {}
         if first and u.delegate is not None:
             controls.append("delegate")
@@ -284,6 +383,36 @@ class ScriptedSession(BlockingModelSession):
         return StepOutput(text=" ".join(words), controls=controls, **extra)
 
 
+def _corrected(words: list[str]) -> list[str]:
+    """Apply a spoken self-correction: the words after the last marker replace as many at the end before it."""
+    text = " ".join(words)
+    marks = list(_CORRECTION.finditer(text))
+    if not marks:
+        return words
+    last = marks[-1]
+    before, after = text[: last.start()].split(), text[last.end() :].split()
+    if not after:
+        return before or words
+    if len(after) >= len(before):
+        return after
+    return before[: len(before) - len(after)] + after
+
+
+def _translate(text: str, language: str) -> list[str]:
+    """Word-by-word translation from a small list; unknown words pass through."""
+    table = _WORDS[language]
+    return [table.get(_norm(w), w) for w in text.split()]
+
+
+def _main_colour(patches: bytes) -> str:
+    """The colour name nearest the image's mean RGB."""
+    pixels = np.frombuffer(patches, dtype=np.uint8).reshape(-1, 3)
+    if not len(pixels):
+        return "black"
+    mean = pixels.mean(axis=0)
+    return min(_COLOURS, key=lambda name: sum((a - b) ** 2 for a, b in zip(_COLOURS[name], mean, strict=True)))
+
+
 def _phrase_tool(result: ToolResult) -> str:
     """A tool result in words. Call ids are ``"{name}-{n}"`` (the interaction actor's scheme)."""
     name = result.call_id.rsplit("-", 1)[0]
@@ -292,4 +421,8 @@ def _phrase_tool(result: ToolResult) -> str:
     value = result.value
     if name == "session_time" and isinstance(value, (int, float)):
         return f"It is {value:.1f} seconds into our conversation."
+    if name == "calculate":
+        return f"That makes {value}."
+    if name == "set_timer":
+        return ""
     return f"The {name.replace('_', ' ')} result is {value}."
