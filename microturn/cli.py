@@ -99,6 +99,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from microturn.scenarios.metrics import metrics_main
+
+    return metrics_main(args.file)
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     factory = load_factory(args.factory) if args.factory else None
     result = run_lockstep(lambda: replay(args.file, factory=factory))
@@ -163,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("file")
     rep.add_argument("--factory", metavar="MODULE:FUNCTION", help="build the actors with this instead")
     rep.set_defaults(fn=_cmd_replay)
+
+    metrics = sub.add_parser("metrics", help="Full-Duplex-Bench metrics of a recording (live or scripted)")
+    metrics.add_argument("file")
+    metrics.set_defaults(fn=_cmd_metrics)
 
     show = sub.add_parser("show", help="print a recording as a readable timeline")
     show.add_argument("file")
