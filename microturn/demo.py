@@ -1,8 +1,7 @@
 """Example sessions, each a factory that replay can rebuild from a recording's header.
 
-- :func:`build_live` — the live loop: the real perception, dialog-state, interaction (scripted policy) and
-  output-mixer actors, with small stand-ins for the background reasoner and tool runner. ``microturn demo``
-  runs it.
+- :func:`build_live` — the live loop: the real perception, dialog-state, interaction (scripted policy),
+  output-mixer, tool-runner and background (offline planner) actors. ``microturn demo`` runs it.
 - :func:`build` — seven light actors shaped like the reference pipeline around a trivial echo "model": they
   only move text, so the runtime itself can be shown and measured (the runtime benchmarks use it).
 """
@@ -104,7 +103,7 @@ class TextMixer(Actor):
 
 
 class IdleBackground(Actor):
-    """Stands in for the background reasoner (a later release): answers every delegated task, honestly."""
+    """Stands in for the background reasoner in the light demo: answers every delegated task, honestly."""
 
     subscriptions = (Delegate,)
 
@@ -135,7 +134,7 @@ LIVE_LINES = [
     (0.4, "hello there"),
     (6.0, "what time is it?"),
     (13.0, "what is the capital of france?"),
-    (20.0, "okay, stop, thanks"),
+    (18.6, "okay, stop, thanks"),  # talks over the answer: a barge-in
 ]
 """(session time, line) the live demo's user says."""
 
@@ -161,17 +160,29 @@ def speak_line(session: Session, text: str, at: float, *, transcript: bool = Tru
 
 
 def build_live(*, wav_path: str | None = None) -> list[Actor]:
-    """The live loop with the scripted policy (the embedded default until the trained model lands)."""
-    from microturn.actors import DialogStateActor, InteractionActor, OutputMixer, PerceptionActor
+    """The live loop with the scripted policy (the embedded default until the trained model lands), the
+    built-in tools and the offline planner as background reasoner (named explicitly: the network client
+    would not be deterministic in lockstep)."""
+    from microturn.actors import (
+        BackgroundActor,
+        DialogStateActor,
+        InteractionActor,
+        OfflinePlanner,
+        OutputMixer,
+        PerceptionActor,
+        ToolRunner,
+    )
+    from microturn.tools import default_registry
 
+    tools = default_registry()
     return [
         ClockActor(),
         PerceptionActor(),
         DialogStateActor(),
-        InteractionActor(tools=["session_time"]),
+        InteractionActor(tools=tools.names()),
         OutputMixer(render_audio=wav_path is not None, wav_path=wav_path),
-        IdleBackground(name="background"),
-        IdleTools(name="tool_runner"),
+        BackgroundActor(OfflinePlanner(), tools=tools, name="background"),
+        ToolRunner(tools, name="tool_runner"),
     ]
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "ToolCall",
     "BackgroundUpdate",
     "ToolResult",
+    "ToolProgress",
     "Playout",
     "Heard",
     "Mark",
@@ -274,6 +275,17 @@ class ToolResult(DataMessage, frozen=True, kw_only=True):
     elapsed: float = 0.0
 
 
+class ToolProgress(DataMessage, frozen=True, kw_only=True):
+    """A note from a tool call still running: what it is doing and, when known, how far along it is (0..1).
+
+    Published by the tool runner (a tool's own progress reports, or the runner's notes, e.g. a side-effecting
+    tool that outlived its timeout). Informational: the result still arrives as one ``ToolResult``."""
+
+    call_id: str
+    text: str = ""
+    fraction: float | None = None
+
+
 # --- output mixer --------------------------------------------------------------------------------------------
 
 
@@ -342,6 +354,7 @@ AnyMessage = Union[
     Playout,
     Heard,
     Mark,
+    ToolProgress,
     Interrupt,
     Cancel,
 ]

@@ -18,6 +18,7 @@ FIGURES = {
     "sessions.py": ["max_sessions"],
     "lockstep.py": ["wall_seconds"],
     "perception.py": ["realtime_factor"],
+    "tools.py": ["concurrency_ratio"],
 }
 
 

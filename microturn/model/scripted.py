@@ -238,6 +238,8 @@ class ScriptedSession(BlockingModelSession):
         for update in inp.background:
             self._on_background(update)
         for result in inp.tool_results:
+            if not result.ok and (result.error or "").startswith("cancelled"):
+                continue  # a call cut off with its utterance: the user has moved on, nothing to report
             phrase = _phrase_tool(result)
             if phrase:  # some results need no words (a timer that was set speaks when it fires)
                 self.idle.append(_say(phrase, kind="tool"))
