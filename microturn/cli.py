@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--factory", metavar="MODULE:FUNCTION", help="build the actors with this instead")
     rep.set_defaults(fn=_cmd_replay)
 
+    from microturn.scenarios.cli import register as register_run
+
+    register_run(sub)
+
     metrics = sub.add_parser("metrics", help="Full-Duplex-Bench metrics of a recording (live or scripted)")
     metrics.add_argument("file")
     metrics.set_defaults(fn=_cmd_metrics)

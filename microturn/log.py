@@ -61,6 +61,17 @@ SESSION_PROCESSORS: list[Any] = [
 _configured = False
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the time of writing (test runners and consoles swap it out, and a
+    logger holding on to an old one would write to a closed file)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "warning", *, json_file: str | IO[str] | None = None) -> None:
     """Configure structlog for microturn: JSON lines to ``json_file`` when given, readable console output on
     stderr otherwise. Safe to call again (the last call wins)."""
@@ -73,7 +84,7 @@ def configure_logging(level: str = "warning", *, json_file: str | IO[str] | None
         renderer: Any = structlog.processors.JSONRenderer()
         processors = [*SESSION_PROCESSORS, structlog.processors.format_exc_info, renderer]
     else:
-        stream = sys.stderr
+        stream = _CurrentStderr()
         processors = [*SESSION_PROCESSORS, structlog.dev.ConsoleRenderer(colors=False)]
     structlog.configure(
         processors=processors,

@@ -19,6 +19,7 @@ FIGURES = {
     "lockstep.py": ["wall_seconds"],
     "perception.py": ["realtime_factor"],
     "tools.py": ["concurrency_ratio"],
+    "suite.py": ["wall_seconds", "virtual_seconds", "x_realtime"],
 }
 
 

@@ -243,8 +243,10 @@ class ScriptedSession(BlockingModelSession):
             phrase = _phrase_tool(result)
             if phrase:  # some results need no words (a timer that was set speaks when it fires)
                 self.idle.append(_say(phrase, kind="tool"))
+        # A tick with speech never ends a turn: the dialog state the step sees is one tick old, and the first
+        # word of a new turn arrives while it still says the last turn ended.
         ended = (
-            state in _TURN_END
+            state in _TURN_END and not speech
             if state is not None
             else bool(self.user_words) and self.silent_ticks >= self.policy.reply_silence_ticks
         )

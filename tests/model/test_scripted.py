@@ -134,8 +134,8 @@ def test_backchannels_in_a_long_user_turn_only() -> None:
 
 def test_delegates_a_question_it_cannot_answer() -> None:
     c = Conversation()
-    c.step("what is the capital of France?", dialog=state("inviting"))
-    first = c.outputs[-1]
+    c.step("what is the capital of France?", dialog=state("speaking"))
+    first = c.step(dialog=state("inviting"))
     assert first.delegate == "what is the capital of France?"
     assert first.controls == ["speak", "delegate"]
     assert " ".join([first.text, c.run(20)]) == "Let me look that up."
@@ -143,7 +143,8 @@ def test_delegates_a_question_it_cannot_answer() -> None:
 
 def test_asks_the_session_time_tool_and_speaks_the_result_when_idle() -> None:
     c = Conversation()
-    first = c.step("what time is it", dialog=state("inviting"))
+    c.step("what time is it", dialog=state("speaking"))
+    first = c.step(dialog=state("inviting"))
     assert first.tool_call is not None and first.tool_call.name == "session_time"
     assert "tool_call" in first.controls
     result = ToolResult(call_id="session_time-1", ok=True, value=2.5)
@@ -203,8 +204,8 @@ def test_without_dialog_state_answers_after_silence() -> None:
 @pytest.mark.parametrize(("rate", "cap", "per_step"), [(2.0, 8, [2, 2, 2]), (3.0, 2, [2, 2, 2]), (0.5, 8, [1, 0, 1])])
 def test_pacing_follows_words_per_tick_capped_by_outputs_per_tick(rate: float, cap: int, per_step: list) -> None:
     c = Conversation(ScriptedPolicy(words_per_tick=rate), ModelSpec(outputs_per_tick=cap))
-    c.step("hello you", dialog=state("yielding"))
-    outs = [c.outputs[-1], *[c.step() for _ in range(len(per_step) - 1)]]
+    c.step("hello you", dialog=state("speaking"))
+    outs = [c.step(dialog=state("yielding")), *[c.step() for _ in range(len(per_step) - 1)]]
     assert [len(o.text.split()) for o in outs] == per_step
 
 

@@ -1,0 +1,121 @@
+"""``microturn run``: run scenarios in lockstep virtual time.
+
+    microturn run SCENARIO... [--model NAME] [--record FILE] [--report FILE.html] [--wav FILE]
+    microturn run --suite DIR [--model NAME]
+
+Prints, per scenario, a compact timeline, the metrics and the expectations; for a suite, one table per
+category. Exit status: 0 when every expectation held, 1 when one failed (each failure is named with what was
+observed), 2 for a scenario that cannot be loaded or run. Progress goes to stderr; stdout is a function of
+the scenarios alone, so the same run twice prints the same text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["register", "main"]
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``run`` command to a ``microturn`` argument parser's subparsers."""
+    run = subparsers.add_parser(
+        "run",
+        help="run scenarios in lockstep virtual time; exit 1 if an expectation fails",
+        description="Run scenario files in lockstep virtual time: print a timeline, the metrics and the "
+        "expectations; exit 1 if an expectation fails, 2 if a scenario cannot be run.",
+    )
+    run.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario TOML files")
+    run.add_argument("--suite", metavar="DIR", help="run every *.toml under DIR; one table per category")
+    run.add_argument("--model", metavar="NAME", help="the interaction backend (default: each scenario's)")
+    run.add_argument("--record", metavar="FILE", help="write the session's recording (one scenario)")
+    run.add_argument("--report", metavar="FILE.html", help="write an HTML report (one scenario)")
+    run.add_argument("--wav", metavar="FILE", help="write the session's audio as a stereo WAV (one scenario)")
+    run.set_defaults(fn=run_command)
+    return run
+
+
+class _Progress:
+    """A progress bar on stderr (a redrawn line on a terminal, one line per scenario otherwise)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        width = 24
+        filled = round(width * done / total) if total else width
+        bar = "#" * filled + "." * (width - filled)
+        if self.tty:
+            text = f"\r[{bar}] {done}/{total} {name}"[:100]
+            self.stream.write(text.ljust(100) if done < total else f"\r{' ' * 100}\r")
+        elif done < total:
+            self.stream.write(f"[{bar}] {done + 1}/{total} {name}\n")
+        self.stream.flush()
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Carry out ``microturn run``; returns the exit status."""
+    from .runner import SuiteResult, format_result, format_suite, run_scenario, run_suite
+
+    files = list(args.scenarios or [])
+    single_only = [flag for flag in ("record", "report", "wav") if getattr(args, flag, None)]
+    if args.suite and files:
+        print("error: give scenario files or --suite DIR, not both", file=sys.stderr)
+        return 2
+    if not args.suite and not files:
+        print("error: give at least one scenario file, or --suite DIR", file=sys.stderr)
+        return 2
+    if single_only and (args.suite or len(files) > 1):
+        print(f"error: --{single_only[0]} needs exactly one scenario", file=sys.stderr)
+        return 2
+
+    if args.suite:
+        suite = run_suite(args.suite, model=args.model, progress=_Progress())
+    else:
+        results = []
+        for i, file in enumerate(files):
+            result = run_scenario(file, model=args.model, record=args.record, report=args.report, wav=args.wav)
+            if i:
+                print()
+            print(format_result(result))
+            results.append(result)
+        if args.record:
+            print(f"recorded to {args.record}: replay it with `microturn replay {args.record}`")
+        if args.report:
+            print(f"wrote the report to {args.report}")
+        if args.wav:
+            print(f"wrote the session's audio to {args.wav} (user left, assistant right)")
+        if len(results) == 1:
+            return 0 if results[0].ok else 1
+        suite = SuiteResult("(command line)", results, [])
+        print()
+    print(format_suite(suite))
+    failed = [(r.scenario.name, o) for r in suite.results for o in r.outcomes if not o.ok]
+    if failed:
+        print("\nfailed expectations:")
+        for name, outcome in failed:
+            print(f"  {name}: {outcome.name}: {outcome.observed}")
+    if suite.errors:
+        return 2
+    return 0 if suite.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``run`` on its own (``python -m microturn.scenarios.cli run ...``): the same as ``microturn run``."""
+    from microturn.runtime import MicroturnError
+
+    parser = argparse.ArgumentParser(prog="microturn")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except MicroturnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
