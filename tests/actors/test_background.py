@@ -7,24 +7,27 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from doubles import DialogDouble, PerceptionDouble
 
 from microturn.actors.background import BackgroundActor, DeliveryPolicy
 from microturn.actors.clock import ClockActor
 from microturn.actors.interaction import InteractionActor
 from microturn.actors.output_mixer import OutputMixer
-from microturn.actors.reasoners import OfflinePlanner, PlanStep, ReasonerError, default_reasoner
+from microturn.actors.reasoners import (
+    OfflinePlanner,
+    PlanStep,
+    ReasonerError,
+    default_reasoner,
+)
 from microturn.actors.tool_runner import ToolRunner
 from microturn.messages import (
     BackgroundUpdate,
     Cancel,
     ContextPackage,
     Delegate,
-    DialogState,
     Heard,
-    InputChunk,
     Interrupt,
     Message,
-    Tick,
     ToolProgress,
 )
 from microturn.runtime import Actor, open_session, read_recording, replay
@@ -259,31 +262,6 @@ def test_the_offline_planner_is_the_default_without_an_endpoint(monkeypatch) -> 
 
 
 # --- delegation from the live loop ---------------------------------------------------------------------------
-
-
-class PerceptionDouble(Actor):
-    """Test double of perception: InputChunk(tick=k) with the scripted text for tick k."""
-
-    subscriptions = (Tick,)
-
-    def __init__(self, texts: dict[int, str]) -> None:
-        super().__init__("perception")
-        self.texts = texts
-
-    async def handle(self, message: object) -> None:
-        if isinstance(message, Tick):
-            text = self.texts.get(message.tick, "")
-            await self.publish(InputChunk(tick=message.tick, text=text, speech_prob=1.0 if text else 0.0))
-
-
-class DialogDouble(Actor):
-    """Test double of dialog state: the user yields right after each line of text."""
-
-    subscriptions = (InputChunk,)
-
-    async def handle(self, message: object) -> None:
-        if isinstance(message, InputChunk) and message.text:
-            await self.publish(DialogState(floor="user", user="inviting", assistant="silent"))
 
 
 def live() -> list[Actor]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from doubles import DialogDouble, PerceptionDouble
 
 from microturn.actors.clock import ClockActor
 from microturn.actors.interaction import InteractionActor
@@ -14,18 +15,23 @@ from microturn.actors.tool_runner import ToolRunner
 from microturn.messages import (
     BackgroundUpdate,
     Cancel,
-    DialogState,
     Heard,
-    InputChunk,
     Interrupt,
     Message,
-    Tick,
     ToolCall,
     ToolProgress,
     ToolResult,
 )
 from microturn.runtime import Actor, SessionFailed, open_session, read_recording, replay
-from microturn.tools import ToolContext, ToolRegistry, calculate, default_registry, session_time, set_timer, tool
+from microturn.tools import (
+    ToolContext,
+    ToolRegistry,
+    calculate,
+    default_registry,
+    session_time,
+    set_timer,
+    tool,
+)
 
 RAN: list[str] = []
 
@@ -248,31 +254,6 @@ async def test_a_name_answered_twice_is_refused_at_start(autojump_clock) -> None
 
 
 # --- the live loop: scripted policy, interaction actor, output mixer, tool runner -------------------------------
-
-
-class PerceptionDouble(Actor):
-    """Test double of perception: InputChunk(tick=k) with the scripted text for tick k."""
-
-    subscriptions = (Tick,)
-
-    def __init__(self, texts: dict[int, str]) -> None:
-        super().__init__("perception")
-        self.texts = texts
-
-    async def handle(self, message: object) -> None:
-        if isinstance(message, Tick):
-            text = self.texts.get(message.tick, "")
-            await self.publish(InputChunk(tick=message.tick, text=text, speech_prob=1.0 if text else 0.0))
-
-
-class DialogDouble(Actor):
-    """Test double of dialog state: the user yields right after each line of text."""
-
-    subscriptions = (InputChunk,)
-
-    async def handle(self, message: object) -> None:
-        if isinstance(message, InputChunk) and message.text:
-            await self.publish(DialogState(floor="user", user="inviting", assistant="silent"))
 
 
 def live(texts: dict[int, str]) -> list[Actor]:
