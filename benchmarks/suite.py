@@ -3,7 +3,7 @@
 Runs every scenario under ``microturn/scenarios/library`` (or ``--dir``) with ``run_suite`` — the same path
 as ``microturn run --suite``: load and validate the TOML, prepare the timeline (speech from the espeak-ng
 cache), run the live loop (clock, perception with dMel and VAD, dialog state, the scripted policy, output
-mixer, the scripted world) in lockstep, judge the expectations and compute the metrics. A warm-up pass first
+mixer, the scenario's world) in lockstep, judge the expectations and compute the metrics. A warm-up pass first
 fills the speech cache and the imports, so the timed passes measure the simulation, not espeak-ng.
 
 The target (the issue's): at least 100x faster than real time with the scripted policy.

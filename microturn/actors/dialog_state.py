@@ -47,6 +47,7 @@ from typing import NamedTuple
 import msgspec
 
 from microturn.messages import DialogState, InputChunk, Message, OutputChunk, SpeechEnded, SpeechStarted
+from microturn.model.scripted import BACKCHANNEL_WORDS
 from microturn.runtime import Actor
 
 __all__ = ["DEFAULT_SECONDS", "DialogSnapshot", "DialogStateActor", "DialogStateMachine", "DialogTimings", "text_cue"]
@@ -225,7 +226,11 @@ class DialogStateMachine:
 
     def _ended(self) -> None:
         short = self._run < self.timings.backchannel_max
-        if self._overlap and short and self.assistant == "speaking":
+        # A short overlap is a backchannel only if what was said (when a transcript came) is backchannel words:
+        # a short "stop please" over the assistant is a turn, not an "mm-hm".
+        words = _WORD.findall(self._run_text.lower())
+        acknowledging = all(w in BACKCHANNEL_WORDS for w in words)
+        if self._overlap and short and acknowledging and self.assistant == "speaking":
             self.backchannels += 1
             self._cue = "backchannel"
             return

@@ -65,6 +65,16 @@ class _Rejected(ValueError):
         self.field, self.value, self.problem = field, value, problem
 
 
+def _join_pieces(pieces: list[str]) -> str:
+    """Join the text pieces of one window, adding a space where two pieces would otherwise glue two words."""
+    out = ""
+    for piece in pieces:
+        if out and not out[-1].isspace() and not piece[:1].isspace():
+            out += " "
+        out += piece
+    return out
+
+
 def patchify(image: np.ndarray, size: int = PATCH) -> np.ndarray:
     """Split an RGB image [height, width, 3] (uint8) into patches [n, size, size, 3]: zero-padded at the right
     and bottom to a multiple of ``size``, in row-major patch order (left to right, then top to bottom)."""
@@ -215,7 +225,7 @@ class PerceptionActor(Actor):
         if not 0.0 <= prob <= 1.0:  # NaN fails this too
             self.log.warning("vad_out_of_range", value=prob)
             prob = 0.0 if math.isnan(prob) else min(max(prob, 0.0), 1.0)
-        text, self._text = "".join(self._text), []
+        text, self._text = _join_pieces(self._text), []
         patches, n_patches, grids = [], 0, []
         while self._images and n_patches + self._images[0][0] <= self.max_patches_per_tick:
             n, data, grid = self._images.popleft()

@@ -32,7 +32,8 @@ Rules, in the order they are applied each step:
   and its main colour, computed from the patches); without one it says it sees none.
 - **Live translation.** "translate what I say into French" (Spanish, German) switches to translating: each
   piece of the user's text is spoken at once in the other language from a small word list — over the user,
-  on purpose (control ``translate``) — until "stop translating".
+  on purpose (control ``translate``) — until "stop translating" (heard even when text arrives a word at a
+  time: a trailing "stop" waits for the next piece). A translated turn gets no answer of its own.
 - **Away.** When the user becomes ``away`` the policy asks once whether they are still there.
 - **Backchannelling.** In a long user turn (``backchannel_after`` seconds, default 3, while the user holds the
   floor and is speaking or pausing) it says one short "mm-hm"-like word, marked with control ``backchannel``.
@@ -94,7 +95,7 @@ _OPERATORS = {"plus": "+", "minus": "-", "times": "*", "multiplied by": "*", "x"
 _SEE = re.compile(r"\b(what do you see|what is this|what's this|look at this|can you see)\b")
 _TRANSLATE = re.compile(r"\btranslate\b.*\b(?:into|to) (french|spanish|german)\b")
 _STOP_TRANSLATING = re.compile(r"\bstop translating\b")
-_DECLINES = ("Sorry, I can't help with that. Is there anything else I can do for you?",)
+_DECLINES = ("Sorry, I can't help with that. Anything else?",)
 _WORDS = {
     "french": {"hello": "bonjour", "good": "bon", "morning": "matin", "i": "je", "you": "vous", "am": "suis",
                "is": "est", "the": "le", "a": "un", "and": "et", "train": "train", "station": "gare",
@@ -193,6 +194,7 @@ class ScriptedSession(BlockingModelSession):
         self.steps = 0
         self.translate_to: str | None = None
         self.translations: deque[_Utterance] = deque()
+        self.held: list[str] = []  # a trailing "stop" while translating: maybe the start of "stop translating"
         self.asked_away = False
         self.image: tuple[int, str] | None = None  # (patches, main colour) of the last image shown
 
@@ -221,8 +223,8 @@ class ScriptedSession(BlockingModelSession):
             self.image = (chunk.n_patches, _main_colour(chunk.patches))
         if speech:
             self.asked_away = False
-        if text and self.translate_to is not None and not _STOP_TRANSLATING.search(text.lower()):
-            self.translations.append(_Utterance(_translate(text, self.translate_to), kind="translation"))
+        if text and self.translate_to is not None:
+            self._translate_piece(text.split())
         elif text:
             self.user_words.extend(text.split())
         if state == "away" and not self.asked_away and self.current is None:
@@ -250,13 +252,30 @@ class ScriptedSession(BlockingModelSession):
             if state is not None
             else bool(self.user_words) and self.silent_ticks >= self.policy.reply_silence_ticks
         )
-        if ended and (self.user_words or self.turn_speech >= 2):
+        if ended and self.held:  # the turn ended on "stop" alone: it was not the command after all
+            self._translate_piece([], flush=True)
+        if ended and self.translate_to is not None and not self.user_words:
+            self.turn_speech = 0  # a turn translated as it came: there is nothing to answer
+        elif ended and (self.user_words or self.turn_speech >= 2):
             words, self.user_words = self.user_words, []
             if self.reply is not None:  # a reply still waiting to start answers the whole turn
                 words, self.reply = [*self.reply.source, *words], None
             spoke, self.turn_speech = self.turn_speech, 0
             if any(_norm(w) not in BACKCHANNEL_WORDS for w in words) or (not words and spoke >= 2):
                 self.reply = self._compose(words)
+
+    def _translate_piece(self, words: list[str], *, flush: bool = False) -> None:
+        """Queue a piece of the user's speech for translation, or keep "stop translating" as the command to
+        answer. Text may arrive a word at a time, so a trailing "stop" waits for the next piece."""
+        words, self.held = [*self.held, *words], []
+        if _STOP_TRANSLATING.search(" ".join(_norm(w) for w in words)):
+            self.user_words.extend(words)  # answered at the end of the turn
+            return
+        if words and _norm(words[-1]) == "stop" and not flush:
+            words, self.held = words[:-1], words[-1:]
+        language = self.translate_to
+        if words and language is not None:
+            self.translations.append(_Utterance(_translate(" ".join(words), language), kind="translation"))
 
     def _on_background(self, update: BackgroundUpdate) -> None:
         if update.delivery == "silent" or update.status not in ("final", "failed"):

@@ -52,6 +52,7 @@ from .format import (
     StopsWithin,
     ToolBehaviour,
     ToolCalled,
+    WorldConfig,
     validate,
 )
 
@@ -89,6 +90,7 @@ class ScenarioBuilder:
         self._base_dir = base_dir
         self._model = ModelConfig()
         self._speech = SpeechConfig()
+        self._world = WorldConfig()
         self._dialog: dict[str, float] = {}
         self._timeline: list[Any] = []
         self._tools: list[ToolBehaviour] = []
@@ -107,6 +109,12 @@ class ScenarioBuilder:
     def speech(self, mode: str = "text", *, wpm: int | None = None, voice: str = "en-us") -> ScenarioBuilder:
         """How ``say`` events are delivered by default (``[speech]``): ``"text"`` or ``"speech"``."""
         self._speech = SpeechConfig(mode=mode, wpm=wpm, voice=voice)  # type: ignore[arg-type]
+        return self
+
+    def world(self, *, tools: str = "scripted", background: str = "scripted") -> ScenarioBuilder:
+        """What answers tool calls and delegated tasks (``[world]``): ``tools="builtin"`` for the real tool
+        runner with the built-in tools, ``background="offline"`` for the offline planner."""
+        self._world = WorldConfig(tools=tools, background=background)  # type: ignore[arg-type]
         return self
 
     def dialog(self, **seconds: float) -> ScenarioBuilder:
@@ -190,6 +198,7 @@ class ScenarioBuilder:
         pattern: str = "checker",
         width: int = 80,
         height: int = 80,
+        color: tuple[int, int, int] = (128, 128, 128),
         at: float | None = None,
         after: str | None = None,
         delay_ms: float | None = None,
@@ -197,10 +206,10 @@ class ScenarioBuilder:
         nth: int = 1,
         id: str | None = None,
     ) -> ScenarioBuilder:
-        """Show an image file, or a generated test image."""
+        """Show an image file, or a generated test image (``color`` fills a ``solid`` one)."""
         return self.add(
             Image(path=os.fspath(path) if path is not None else None, pattern=pattern, width=width,  # type: ignore[arg-type]
-                  height=height, **_when(at, after, delay_ms, delay_ticks, nth, id))
+                  height=height, color=tuple(color), **_when(at, after, delay_ms, delay_ticks, nth, id))
         )
 
     def silence(
@@ -370,13 +379,19 @@ class ScenarioBuilder:
         return self.expect(HeardWithin(after=after, nth=nth, budget_ms=budget_ms, budget_ticks=budget_ticks,
                                        name=name))
 
-    def expect_says(self, pattern: str, *, name: str | None = None) -> ScenarioBuilder:
-        """Some utterance, as heard, matches ``pattern``."""
-        return self.expect(Says(pattern=pattern, name=name))
+    def expect_says(
+        self, pattern: str, *, start: str | float | None = None, end: str | float | None = None,
+        name: str | None = None,
+    ) -> ScenarioBuilder:
+        """Some utterance, as heard (first heard in [start, end) when given), matches ``pattern``."""
+        return self.expect(Says(pattern=pattern, start=start, end=end, name=name))
 
-    def expect_does_not_say(self, pattern: str, *, name: str | None = None) -> ScenarioBuilder:
-        """No utterance, as heard, matches ``pattern``."""
-        return self.expect(DoesNotSay(pattern=pattern, name=name))
+    def expect_does_not_say(
+        self, pattern: str, *, start: str | float | None = None, end: str | float | None = None,
+        name: str | None = None,
+    ) -> ScenarioBuilder:
+        """No utterance, as heard (first heard in [start, end) when given), matches ``pattern``."""
+        return self.expect(DoesNotSay(pattern=pattern, start=start, end=end, name=name))
 
     def expect_tool_called(self, tool: str | None = None, *, name: str | None = None) -> ScenarioBuilder:
         """The assistant called ``tool`` (or any tool)."""
@@ -395,6 +410,7 @@ class ScenarioBuilder:
             **self._fields,
             model=self._model,
             speech=self._speech,
+            world=self._world,
             dialog=dict(self._dialog),
             timeline=list(self._timeline),
             tools=list(self._tools),

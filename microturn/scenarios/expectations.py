@@ -17,7 +17,8 @@ Each kind (see :mod:`microturn.scenarios.format`):
 - ``heard_within``: the first utterance that begins after the anchor and carries the background result (at
   least half of its distinct words of four letters or more; else the first utterance at all) is heard
   within the budget;
-- ``says`` / ``does_not_say``: an utterance as heard matches the pattern (case-insensitive search);
+- ``says`` / ``does_not_say``: an utterance as heard matches the pattern (case-insensitive search); with
+  ``start`` / ``end``, only utterances whose first word is heard in [start, end) count;
 - ``tool_called`` / ``no_tool_called``: a ``ToolCall`` (of ``tool``) was, or was not, published.
 
 The observed text says exactly what happened, with times in seconds and latencies in ms.
@@ -203,14 +204,24 @@ def expectation_name(expectation: object) -> str:
         case HeardWithin(after=after):
             return f"{_ref_text(after, nth)} heard within {budget}"
         case DoesNotSay(pattern=pattern):
-            return f"does not say /{pattern}/"
+            return f"does not say /{pattern}/{_window_text(expectation)}"
         case Says(pattern=pattern):
-            return f"says /{pattern}/"
+            return f"says /{pattern}/{_window_text(expectation)}"
         case NoToolCalled(tool=tool):
             return f"calls no {tool or 'tool'}"
         case ToolCalled(tool=tool):
             return f"calls {tool or 'a tool'}"
     return type(expectation).__name__
+
+
+def _window_text(e: Says) -> str:
+    if e.start is not None and e.end is not None:
+        return f" between {_ref_text(e.start)} and {_ref_text(e.end)}"
+    if e.start is not None:
+        return f" from {_ref_text(e.start)}"
+    if e.end is not None:
+        return f" before {_ref_text(e.end)}"
+    return ""
 
 
 # --- judging --------------------------------------------------------------------------------------------------
@@ -251,7 +262,8 @@ def _resolve(
 
 
 def _in_progress(seen: Observed, t: float) -> Utterance | None:
-    """The non-backchannel utterance sounding at ``t``; else one started but not yet audible at ``t``."""
+    """The non-backchannel utterance sounding at ``t``; else one started but not yet audible at ``t``; else
+    one cut at the very instant ``t`` between two words (what happened at ``t`` cut it: it was under way)."""
     speaking = [u for u in seen.utterances if not u.backchannel and u.sounding_at(t)]
     if speaking:
         return speaking[0]
@@ -263,7 +275,14 @@ def _in_progress(seen: Observed, t: float) -> Utterance | None:
         and (u.first_word is None or u.first_word > t)
         and (u.ended is None or u.ended > t)
     ]
-    return pending[0] if pending else None
+    if pending:
+        return pending[0]
+    cut = [
+        u
+        for u in seen.utterances
+        if not u.backchannel and u.started <= t and u.ended == t and u.reason == "interrupted"
+    ]
+    return cut[0] if cut else None
 
 
 def _words(text: str) -> list[str]:
@@ -309,7 +328,7 @@ def _judge_one(e: object, seen: Observed, event_times: Mapping[str, tuple[float,
         case HeardWithin():
             return _heard_within(e, seen, event_times)
         case Says():
-            return _says(e, seen)
+            return _says(e, seen, event_times)
         case ToolCalled():
             return _tool_called(e, seen)
     raise TypeError(f"no judge for expectation {type(e).__name__}")  # pragma: no cover - the union is closed
@@ -444,17 +463,30 @@ def _heard_within(e: HeardWithin, seen: Observed, times: object) -> ExpectationO
     return _outcome(e, ok, anchor.time, observed)
 
 
-def _says(e: Says, seen: Observed) -> ExpectationOutcome:
+def _says(e: Says, seen: Observed, times: Mapping[str, tuple[float, float]] | None) -> ExpectationOutcome:
     pattern = re.compile(e.pattern, re.IGNORECASE)
     negate = isinstance(e, DoesNotSay)
+    lo, hi, span = 0.0, float("inf"), ""
+    if e.start is not None or e.end is not None:
+        bounds = []
+        for ref in (e.start, e.end):
+            anchor = _resolve(ref, 1, seen, times) if ref is not None else None
+            if isinstance(anchor, str):
+                return _outcome(e, False, None, anchor)
+            bounds.append(anchor)
+        start, end = bounds
+        lo = start.time if start is not None else 0.0
+        hi = end.time if end is not None else float("inf")
+        span = f" first heard between {_s(lo)} and {_s(hi) if end is not None else 'the end'}"
     for u in seen.utterances:
-        if u.text and pattern.search(u.text):
+        in_window = not span or (u.first_word is not None and lo <= u.first_word < hi)
+        if u.text and in_window and pattern.search(u.text):
             when = u.first_word if u.first_word is not None else u.started
             observed = f"assistant said {_quote(u.text)} from {_s(when)}"
             return _outcome(e, not negate, when, observed + (" (it must not)" if negate else ""))
     heard = "; ".join(f"{_quote(u.text, 40)} at {_s(u.first_word)}" for u in seen.utterances if u.first_word is not None)
-    observed = f"no assistant utterance matched /{e.pattern}/; heard: {heard or 'nothing'}"
-    return _outcome(e, negate, None, observed)
+    observed = f"no assistant utterance{span} matched /{e.pattern}/; heard: {heard or 'nothing'}"
+    return _outcome(e, negate, lo if span else None, observed)
 
 
 def _tool_called(e: ToolCalled, seen: Observed) -> ExpectationOutcome:

@@ -40,6 +40,10 @@ A complete example (every key is documented on the Struct that holds it)::
     name = "session_time"
     latency_ms = 50                      # result omitted: the session time of the call
 
+    # [world]                            # instead of [[tools]] / [[background]]: the live loop's real parts
+    # tools = "builtin"                  # the real tool runner with the built-in tools (set_timer, calculate...)
+    # background = "offline"             # the real background actor with the offline planner
+
     [[expect]]
     kind = "responds_within"
     after = "user:turn_end"
@@ -72,6 +76,7 @@ __all__ = [
     "SpeechConfig",
     "ToolBehaviour",
     "BackgroundBehaviour",
+    "WorldConfig",
     "Event",
     "Say",
     "Interrupt",
@@ -114,6 +119,7 @@ Positive = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+Byte = Annotated[int, msgspec.Meta(ge=0, le=255)]
 Wpm = Annotated[int, msgspec.Meta(ge=80, le=450)]
 Role = Literal["turn", "partial", "backchannel", "barge_in", "noise", "none"]
 Reference = Union[str, NonNegative]
@@ -216,6 +222,21 @@ class BackgroundBehaviour(_Struct, frozen=True, kw_only=True):
     started: bool = False
 
 
+class WorldConfig(_Struct, frozen=True, kw_only=True):
+    """``[world]``: what answers the assistant's tool calls and delegated tasks.
+
+    ``tools = "scripted"`` (default): the scripted tool runner answers as ``[[tools]]`` says; ``"builtin"``:
+    the real tool runner with the built-in tools (``session_time``, ``set_timer``, ``calculate``,
+    ``search_knowledge``...; ``http_get`` refuses every host, so a run never touches the network).
+    ``background = "scripted"`` (default): the scripted reasoner answers as ``[[background]]`` says;
+    ``"offline"``: the real background actor with the offline planner, which calls the built-in tools (so it
+    needs ``tools = "builtin"``, as in the live loop, where both share one registry). Both real parts wait on
+    session time, so a run stays deterministic and replays bit for bit."""
+
+    tools: Literal["scripted", "builtin"] = "scripted"
+    background: Literal["scripted", "offline"] = "scripted"
+
+
 # --- the timeline ---------------------------------------------------------------------------------------------
 
 
@@ -270,10 +291,11 @@ class Play(Event, frozen=True, kw_only=True, tag="play"):
 
 class Image(Event, frozen=True, kw_only=True, tag="image"):
     """Show an image: a PNG/JPEG file (``path``), or a generated RGB test image ``pattern`` of
-    ``width`` x ``height`` pixels."""
+    ``width`` x ``height`` pixels; a ``solid`` one is filled with ``color`` (R, G, B; default mid grey)."""
 
     path: str | None = None
     pattern: Literal["checker", "gradient", "solid"] = "checker"
+    color: tuple[Byte, Byte, Byte] = (128, 128, 128)
     width: Annotated[int, msgspec.Meta(ge=1, le=1280)] = 80
     height: Annotated[int, msgspec.Meta(ge=1, le=1280)] = 80
 
@@ -379,13 +401,18 @@ class HeardWithin(_Budget, frozen=True, kw_only=True, tag="heard_within"):
 
 class Says(Expectation, frozen=True, kw_only=True, tag="says"):
     """Some assistant utterance, as heard, matches the regular expression ``pattern`` (searched,
-    case-insensitive unless the pattern says otherwise)."""
+    case-insensitive unless the pattern says otherwise). With ``start`` and/or ``end`` (references or
+    seconds) only utterances whose first word is heard in [start, end) count: "says X while the user is still
+    speaking", "the reminder is heard in the second after it is due"."""
 
     pattern: NonEmpty
+    start: Reference | None = None
+    end: Reference | None = None
 
 
 class DoesNotSay(Says, frozen=True, kw_only=True, tag="does_not_say"):
-    """No assistant utterance, as heard, matches ``pattern``."""
+    """No assistant utterance, as heard (first heard in [start, end) when they are given), matches
+    ``pattern``."""
 
 
 class ToolCalled(Expectation, frozen=True, kw_only=True, tag="tool_called"):
@@ -420,6 +447,7 @@ class Scenario(_Struct, frozen=True, kw_only=True):
     duration: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     model: ModelConfig = ModelConfig()
     speech: SpeechConfig = SpeechConfig()
+    world: WorldConfig = WorldConfig()
     dialog: dict[str, Positive] = {}
     timeline: list[AnyEvent] = []
     tools: list[ToolBehaviour] = []
@@ -532,6 +560,16 @@ def validate(
             raise ScenarioError(f"unknown dialog timing; known: {', '.join(DEFAULT_SECONDS)}", key=f"dialog.{name}",
                                 value=seconds)
 
+    world = scenario.world
+    if world.tools != "scripted" and scenario.tools:
+        raise ScenarioError(f"[[tools]] scripts the scripted tool runner; with world.tools = {world.tools!r} the "
+                            "real tools answer: drop one of them", key="tools[0].name", value=scenario.tools[0].name)
+    if world.background != "scripted" and scenario.background:
+        raise ScenarioError(f"[[background]] scripts the scripted reasoner; with world.background = "
+                            f"{world.background!r} the real one answers: drop one of them", key="background[0]")
+    if world.background == "offline" and world.tools != "builtin":
+        raise ScenarioError('the offline planner calls the built-in tools: it needs world.tools = "builtin"',
+                            key="world.background", value=world.background)
     for i, tool in enumerate(scenario.tools):
         if any(t.name == tool.name for t in scenario.tools[:i]):
             raise ScenarioError("tool declared twice", key=f"tools[{i}].name", value=tool.name)
@@ -555,7 +593,7 @@ def validate(
                 if problem:
                     raise ScenarioError(problem, key=f"{key}.{field}", value=ref)
         if (
-            isinstance(expectation, SilentBetween)
+            isinstance(expectation, (SilentBetween, Says))
             and isinstance(expectation.start, float)
             and isinstance(expectation.end, float)
             and expectation.end < expectation.start
@@ -736,9 +774,9 @@ def _known_keys(path: str, raw: Any) -> str:
     if parent:
         top = re.match(r"([A-Za-z_]+)", parent)
         name = top.group(1) if top else ""
-        cls = {"model": ModelConfig, "speech": SpeechConfig, "tools": ToolBehaviour, "background": BackgroundBehaviour}.get(
-            name
-        )
+        tables = {"model": ModelConfig, "speech": SpeechConfig, "world": WorldConfig, "tools": ToolBehaviour,
+                  "background": BackgroundBehaviour}
+        cls = tables.get(name)
         if name in ("timeline", "expect"):
             try:
                 kind = _value_at(raw, parent).get("kind")

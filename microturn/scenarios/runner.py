@@ -1,7 +1,9 @@
 """The virtual-time runner: one scenario, or a folder of them, in lockstep.
 
 A scenario's session is the live loop — clock, perception, dialog state, interaction (the scenario's model
-backend), output mixer — plus the scenario's scripted world (:mod:`microturn.scenarios.scripted_world`).
+backend), output mixer — plus the scenario's world: the scripted doubles of the tool runner and background
+reasoner (:mod:`microturn.scenarios.scripted_world`), or, as ``[world]`` asks, the live loop's real tool runner
+with the built-in tools and the background actor with the offline planner.
 The :class:`~microturn.scenarios.triggers.Director` feeds the timeline in through ``Session.schedule`` (source
 ``scenario``) and leaves the ``USER_EVENT_MARKS`` marks; when the session has run for the scenario's
 ``duration``, the expectations are judged from the messages and the metrics computed from them.
@@ -99,23 +101,43 @@ def build_actors(
     )
     from microturn.model.protocol import ModelSpec
 
-    from .scripted_world import DEFAULT_TOOLS, ScriptedBackground, ScriptedToolRunner
-
     sc = decode_scenario(scenario)
     name = model or sc.model.name
     backend = make_backend(name, sc.model.options if name == sc.model.name else {})
     spec = ModelSpec(outputs_per_tick=sc.model.outputs_per_tick, seed=sc.model.seed)
     timings = DialogTimings.from_seconds(TICK_PERIOD, **sc.dialog) if sc.dialog else None
-    tools = sc.tools or list(DEFAULT_TOOLS)
+    tool_names, world = _world(sc)
     return [
         ClockActor(),
         PerceptionActor(),
         DialogStateActor(timings),
-        InteractionActor(backend, spec, tools=[t.name for t in tools]),
+        InteractionActor(backend, spec, tools=tool_names),
         OutputMixer(render_audio=render_audio, wav_path=wav_path),
-        ScriptedBackground(sc.background, name="background"),
-        ScriptedToolRunner(tools, name="tool_runner"),
+        *world,
     ]
+
+
+def _world(sc: Scenario) -> tuple[list[str], list[Actor]]:
+    """The tool names the assistant is offered, and the actors that answer its delegated tasks and tool calls
+    (``[world]``: the scripted doubles, or the live loop's real tool runner and offline planner)."""
+    from .scripted_world import DEFAULT_TOOLS, ScriptedBackground, ScriptedToolRunner
+
+    if sc.world.tools == "scripted":
+        behaviours = sc.tools or list(DEFAULT_TOOLS)
+        return [t.name for t in behaviours], [
+            ScriptedBackground(sc.background, name="background"),
+            ScriptedToolRunner(behaviours, name="tool_runner"),
+        ]
+    from microturn.actors import BackgroundActor, OfflinePlanner, ToolRunner
+    from microturn.tools import default_registry
+
+    registry = default_registry(http=())  # no host is allowed: a scenario never reaches the network
+    background: Actor = (
+        BackgroundActor(OfflinePlanner(), tools=registry, name="background")  # one registry, as in the live loop
+        if sc.world.background == "offline"
+        else ScriptedBackground(sc.background, name="background")
+    )
+    return registry.names(), [background, ToolRunner(registry, name="tool_runner")]
 
 
 @dataclass

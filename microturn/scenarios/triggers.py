@@ -294,9 +294,10 @@ def _image(event: Image, key: str) -> tuple[UserImage, str]:
     elif event.pattern == "gradient":
         rgb = np.stack([x * 255 // max(1, w - 1), y * 255 // max(1, h - 1), np.full_like(x, 128)], axis=-1)
     else:
-        rgb = np.full((h, w, 3), 128)
+        rgb = np.broadcast_to(np.asarray(event.color), (h, w, 3))
     data = rgb.astype(np.uint8).tobytes()
-    return UserImage(data=data, format="rgb", width=w, height=h), f"image {event.pattern} {w}x{h}"
+    what = f"solid rgb({', '.join(map(str, event.color))})" if event.pattern == "solid" else event.pattern
+    return UserImage(data=data, format="rgb", width=w, height=h), f"image {what} {w}x{h}"
 
 
 def _noise(event: Noise) -> bytes:

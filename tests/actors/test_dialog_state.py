@@ -312,3 +312,16 @@ def test_every_state_the_machine_produces_is_a_valid_message() -> None:
     for snap in _feed(m, [SPEECH] * 6 + [QUIET] * 80):
         message = DialogState(floor=snap.floor, user=snap.user, assistant=snap.assistant)
         assert decode(encode(message)) == message  # the typed decoder checks every literal
+
+
+
+def test_a_short_request_over_the_assistant_is_a_turn_not_a_backchannel() -> None:
+    def overlap(text: str) -> tuple[str, int]:
+        m = DialogStateMachine()
+        m.assistant_started(1, generation=1)
+        states = [m.step(0.9, text), m.step(0.9), *[m.step(0.0) for _ in range(3)]]
+        return states[-1].user, m.backchannels
+
+    assert overlap("yeah") == ("pausing", 1)  # a backchannel: the assistant keeps the floor
+    user, backchannels = overlap("stop please")
+    assert backchannels == 0 and user != "pausing"  # a short request: the user's turn ends and is answered

@@ -150,9 +150,10 @@ async def test_text_is_grouped_by_the_window_it_arrived_in(autojump_clock) -> No
         (0.15, UserText(text="world")),
         (0.2, UserText(text="at the edge")),
         (0.65, UserText(text="again")),
+        (0.7, UserText(text="and")),  # two pieces without spaces: joined as two words, never glued
     ]
     chunks, _ = await _run(inputs, ticks=4)
-    assert [c.text for c in chunks] == ["hello world", "at the edge", "", "again"]
+    assert [c.text for c in chunks] == ["hello world", "at the edge", "", "again and"]
 
 
 def _gradient(width: int, height: int) -> np.ndarray:

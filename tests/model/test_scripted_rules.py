@@ -25,7 +25,7 @@ def answer(text: str, conv: Conversation | None = None, ticks: int = 40):
 def test_a_forbidden_request_gets_a_brief_firm_refusal_and_no_tool():
     said, tools, delegated = answer("please delete all my files on the server")
     assert said.startswith("Sorry, I can't help with that.")
-    assert len(said.split()) <= 16
+    assert len(said.split()) <= 8  # brief: about three seconds of speech
     assert tools == [] and delegated == []
 
 
@@ -73,6 +73,25 @@ def test_live_translation_speaks_over_the_user_on_purpose():
     assert said == "Okay, I stopped translating."
     out = conv.step("hello", dialog=state("speaking"))
     assert out.text == ""  # back to listening
+
+
+def test_translation_a_word_at_a_time_answers_nothing_and_hears_stop_translating():
+    conv = Conversation()
+    answer("translate what I say into french", conv)
+    said = []
+    for word in ["hello", "my", "friend"]:  # a text console: one word per tick
+        said.append(conv.step(word, dialog=state("speaking")).text)
+    said.append(conv.run(8, dialog=state("yielding", floor="none")))
+    assert " ".join(w for w in said if w) == "bonjour mon ami"  # and no "I hear you" for the translated turn
+    assert conv.step("stop", dialog=state("speaking")).text == ""  # maybe the start of the command: held
+    conv.step("translating", dialog=state("speaking"))
+    assert conv.run(20, dialog=state("yielding", floor="none")) == "Okay, I stopped translating."
+    conv.step("stop", dialog=state("speaking"))
+    assert conv.run(20, dialog=state("yielding", floor="none")).endswith("You said stop.")  # back in English
+    conv = Conversation()
+    answer("translate what I say into french", conv)
+    conv.step("stop", dialog=state("speaking"))
+    assert conv.run(8, dialog=state("yielding", floor="none")) == "stop"  # the turn ended: it was just a word
 
 
 def test_a_user_who_went_away_is_asked_once():

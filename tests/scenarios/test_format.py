@@ -292,6 +292,22 @@ ERRORS = [
         1.0,
         r"'end' is before 'start'",
     ),
+    ("says-backwards", '[[expect]]\nkind = "says"\npattern = "x"\nstart = 3\nend = 1\n', 5, "expect[0].end", 1.0,
+     r"'end' is before 'start'"),
+    ("says-bad-window", '[[expect]]\nkind = "says"\npattern = "x"\nstart = "mark:nope"\n', 4, "expect[0].start",
+     "mark:nope", r"no timeline 'mark' event publishes this mark"),
+    ("unknown-world-key", '[world]\ntool = "builtin"\n', 2, "world.tool", "builtin",
+     r"unknown key; known: tools, background"),
+    ("bad-world-tools", '[world]\ntools = "real"\n', 2, "world.tools", "real", r"Invalid enum value"),
+    ("scripted-tools-in-a-builtin-world", '[world]\ntools = "builtin"\n[[tools]]\nname = "t"\n', 4, "tools[0].name",
+     "t", r"\[\[tools\]\] scripts the scripted tool runner; with world.tools = 'builtin' the real tools answer"),
+    ("scripted-background-in-an-offline-world",
+     '[world]\ntools = "builtin"\nbackground = "offline"\n[[background]]\nresult = "x"\n', 4, "background[0]", None,
+     r"\[\[background\]\] scripts the scripted reasoner"),
+    ("offline-needs-builtin-tools", '[world]\nbackground = "offline"\n', 2, "world.background", "offline",
+     r'the offline planner calls the built-in tools: it needs world.tools = "builtin"'),
+    ("image-color-range", '[[timeline]]\nkind = "image"\npattern = "solid"\ncolor = [300, 0, 0]\n', 4,
+     "timeline[0].color[0]", 300, r"Expected `int` <= 255"),
 ]
 
 
@@ -516,6 +532,56 @@ def test_the_builder_checks_types_ranges_and_references() -> None:
         ScenarioBuilder("x").expect_responds_within().build()
     with pytest.raises(ScenarioError, match=r"timeline\[0\]\.path = 'nope.wav': no such file"):
         ScenarioBuilder("x").play("nope.wav").build()
+
+
+WORLD_TOML = """
+name = "world"
+[world]
+tools = "builtin"
+background = "offline"
+
+[[timeline]]
+id = "q"
+kind = "say"
+text = "what do you see?"
+
+[[timeline]]
+kind = "image"
+pattern = "solid"
+color = [220, 40, 40]
+
+[[expect]]
+kind = "says"
+pattern = "red"
+start = "event:q:start"
+end = 4
+
+[[expect]]
+kind = "does_not_say"
+pattern = "blue"
+start = "event:q"
+"""
+
+
+def test_world_image_colour_and_says_windows_load_build_and_round_trip() -> None:
+    from_toml = loads_scenario(WORLD_TOML)
+    assert (from_toml.world.tools, from_toml.world.background) == ("builtin", "offline")
+    assert from_toml.timeline[1].color == (220, 40, 40)
+    assert (from_toml.expect[0].start, from_toml.expect[0].end) == ("event:q:start", 4.0)
+    built = (
+        ScenarioBuilder("world")
+        .world(tools="builtin", background="offline")
+        .say("what do you see?", id="q")
+        .image(pattern="solid", color=(220, 40, 40))
+        .expect_says("red", start="event:q:start", end=4)
+        .expect_does_not_say("blue", start="event:q")
+        .build()
+    )
+    assert built == from_toml
+    assert decode_scenario(encode_scenario(built)) == from_toml
+    assert loads_scenario("").world == fmt.WorldConfig()  # the default: the scripted doubles
+    with pytest.raises(ScenarioError, match=r"world.tools = 'real'"):
+        ScenarioBuilder("x").world(tools="real").build()
 
 
 def test_a_builder_scenario_is_a_plain_scenario() -> None:

@@ -32,7 +32,7 @@ from microturn.scenarios.builder import ScenarioBuilder
 from microturn.scenarios.cli import main as cli_main
 from microturn.scenarios.expectations import judge
 from microturn.scenarios.format import ScenarioError
-from microturn.scenarios.runner import format_result, run, run_scenario, run_suite
+from microturn.scenarios.runner import build_actors, format_result, run, run_scenario, run_suite
 
 LIBRARY = Path(fmt.__file__).parent / "library"
 
@@ -226,6 +226,37 @@ def test_says_and_tool_expectations() -> None:
     ]
 
 
+def test_says_can_be_limited_to_a_window() -> None:
+    s = Stream().utterance(1, 2, ["Okay."]).add(Mark(name="mark:due"), 2.0).utterance(2, 11, ["Reminder:", "stretch."])
+    b = (
+        ScenarioBuilder("x")
+        .mark("due", at=2.0)
+        .expect_says("stretch", start="mark:due", end=3.0)
+        .expect_says("stretch", start=2.4)
+        .expect_says("okay", end="mark:due")
+        .expect_does_not_say("stretch", end="mark:due")
+        .expect_does_not_say("okay", start="mark:due")
+    )
+    got = [(o.name, o.ok, o.observed) for o in outcomes(b, s)]
+    assert got[0] == ("says /stretch/ between mark:due and 3.000 s", True,
+                      'assistant said "Reminder: stretch." from 2.200 s')
+    assert got[1][:2] == ("says /stretch/ from 2.400 s", False)
+    assert got[1][2].startswith("no assistant utterance first heard between 2.400 s and the end matched /stretch/")
+    assert [o[1] for o in got[2:]] == [True, True, True]
+    assert got[3][0] == "does not say /stretch/ before mark:due"
+    (never,) = outcomes(ScenarioBuilder("x").mark("due", at=2.0).expect_says("x", start="mark:due"), Stream())
+    assert not never.ok and never.observed == "mark:due never happened"
+
+
+def test_an_utterance_cut_at_the_anchors_instant_was_still_under_way() -> None:
+    # Cut between two words, exactly at a window boundary: no word sounds at the anchor, yet it was speaking.
+    s = Stream().utterance(1, 5, ["one", "two", "three"], cut_at_tick=8).add(Mark(name="mark:due"), 1.6)
+    b = ScenarioBuilder("x").mark("due", at=1.6).expect_stops_within(200, after="mark:due")
+    (o,) = outcomes(b, s)
+    assert o.ok and o.observed.startswith("assistant stopped 0 ms after mark:due at 1.600 s (budget 200 ms, within): "
+                                          'it was cut (user_interrupting) after "one two"')
+
+
 def test_event_references_need_the_runners_event_times() -> None:
     b = ScenarioBuilder("x").say("hi", id="a").expect_responds_within(500, after="event:a")
     (o,) = outcomes(b, Stream())
@@ -371,6 +402,50 @@ async def test_a_scenario_recording_replays_bit_for_bit(autojump_clock, tmp_path
     replayed = await replay(record)
     assert replayed.ok, replayed.divergence
     assert replayed.compared == len(rec.messages)
+
+
+def live_world_scenario() -> ScenarioBuilder:
+    """A text scenario that needs the real tools (set_timer, calculate) and the offline planner."""
+    return (
+        text_scenario(duration=19)
+        .world(tools="builtin", background="offline")
+        .say("remind me in 3 seconds to stretch", at=0.4)
+        .mark("due", after="tool_called", delay_ms=3000)
+        .mark("late", after="tool_called", delay_ms=4000)
+        .say("what is 6 times 7?", at=7.0)
+        .say("what is the capital of Italy?", at=12.2)
+        .expect_says("reminder: stretch", start="mark:due", end="mark:late")
+        .expect_says("that makes 42")
+        .expect_says("capital of Italy is Rome")
+        .expect_tool_called("calculate")
+    )
+
+
+async def test_a_builtin_world_runs_the_real_tools_and_the_offline_planner(autojump_clock) -> None:
+    result = await run(live_world_scenario().build())
+    assert result.ok, [(o.name, o.observed) for o in result.failures]
+    names = [type(a).__name__ for a in build_actors(scenario=result.recording.header.params["scenario"])]
+    assert names[-2:] == ["BackgroundActor", "ToolRunner"]
+    timers = [c for c in result.observed.tool_calls if c.name == "set_timer"]
+    assert timers and timers[0].args == {"seconds": 3.0, "message": "Reminder: stretch."}
+    planner = [b for b in result.observed.background if b.status == "progress"]
+    assert planner and planner[0].text == "checking the knowledge base…"
+
+
+async def test_a_builtin_world_recording_replays_bit_for_bit(autojump_clock, tmp_path: Path) -> None:
+    record = tmp_path / "live.mtrec"
+    await run(live_world_scenario().build(), record=record)
+    assert read_recording(record).header.params["scenario"]["world"] == {"tools": "builtin", "background": "offline"}
+    replayed = await replay(record)
+    assert replayed.ok, replayed.divergence
+
+
+def test_the_default_world_is_the_scripted_doubles() -> None:
+    names = [type(a).__name__ for a in build_actors(scenario=fmt.encode_scenario(text_scenario().build()))]
+    assert names[-2:] == ["ScriptedBackground", "ScriptedToolRunner"]
+    tools_only = text_scenario().world(tools="builtin").build()
+    names = [type(a).__name__ for a in build_actors(scenario=fmt.encode_scenario(tools_only))]
+    assert names[-2:] == ["ScriptedBackground", "ToolRunner"]
 
 
 def test_a_failing_expectation_is_named_with_what_was_observed(tmp_path: Path, capsys) -> None:
