@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from .format import (
     STANDIN_BACKGROUND_TEXT,
@@ -59,10 +59,17 @@ from .format import (
 __all__ = ["ScenarioBuilder"]
 
 
-def _when(
-    at: float | None, after: str | None, delay_ms: float | None, delay_ticks: int | None, nth: int, id: str | None
-) -> dict[str, Any]:
-    return {"at": at, "after": after, "delay_ms": delay_ms, "delay_ticks": delay_ticks, "nth": nth, "id": id}
+class When(TypedDict, total=False):
+    """When a timeline event starts (every timeline method takes these keywords; see ``format.py``): at an
+    absolute session time ``at``, or ``delay_ms`` / ``delay_ticks`` after the ``nth`` occurrence of ``after``;
+    ``id`` names the event for ``event:ID`` references."""
+
+    at: float | None
+    after: str | None
+    delay_ms: float | None
+    delay_ticks: int | None
+    nth: int
+    id: str | None
 
 
 class ScenarioBuilder:
@@ -138,17 +145,12 @@ class ScenarioBuilder:
         wpm: int | None = None,
         voice: str | None = None,
         transcript: bool = True,
-        at: float | None = None,
-        after: str | None = None,
-        delay_ms: float | None = None,
-        delay_ticks: int | None = None,
-        nth: int = 1,
-        id: str | None = None,
+        **when: Unpack[When],
     ) -> ScenarioBuilder:
         """The user says ``text`` (see :class:`~microturn.scenarios.format.Say`)."""
         return self.add(
             Say(text=text, role=role, mode=mode, wpm=wpm, voice=voice, transcript=transcript,  # type: ignore[arg-type]
-                **_when(at, after, delay_ms, delay_ticks, nth, id))
+                **when)
         )
 
     def interrupt(
@@ -159,17 +161,12 @@ class ScenarioBuilder:
         wpm: int | None = None,
         voice: str | None = None,
         transcript: bool = True,
-        at: float | None = None,
-        after: str | None = None,
-        delay_ms: float | None = None,
-        delay_ticks: int | None = None,
-        nth: int = 1,
-        id: str | None = None,
+        **when: Unpack[When],
     ) -> ScenarioBuilder:
         """The user talks over the assistant (a ``say`` with role ``barge_in``)."""
         return self.add(
             Interrupt(text=text, mode=mode, wpm=wpm, voice=voice, transcript=transcript,  # type: ignore[arg-type]
-                      **_when(at, after, delay_ms, delay_ticks, nth, id))
+                      **when)
         )
 
     def play(
@@ -178,17 +175,12 @@ class ScenarioBuilder:
         *,
         transcript: str | None = None,
         role: str = "none",
-        at: float | None = None,
-        after: str | None = None,
-        delay_ms: float | None = None,
-        delay_ticks: int | None = None,
-        nth: int = 1,
-        id: str | None = None,
+        **when: Unpack[When],
     ) -> ScenarioBuilder:
         """Play a PCM16 WAV file."""
         return self.add(
             Play(path=os.fspath(path), transcript=transcript, role=role,  # type: ignore[arg-type]
-                 **_when(at, after, delay_ms, delay_ticks, nth, id))
+                 **when)
         )
 
     def image(
@@ -199,46 +191,29 @@ class ScenarioBuilder:
         width: int = 80,
         height: int = 80,
         color: tuple[int, int, int] = (128, 128, 128),
-        at: float | None = None,
-        after: str | None = None,
-        delay_ms: float | None = None,
-        delay_ticks: int | None = None,
-        nth: int = 1,
-        id: str | None = None,
+        **when: Unpack[When],
     ) -> ScenarioBuilder:
         """Show an image file, or a generated test image (``color`` fills a ``solid`` one)."""
         return self.add(
             Image(path=os.fspath(path) if path is not None else None, pattern=pattern, width=width,  # type: ignore[arg-type]
-                  height=height, color=tuple(color), **_when(at, after, delay_ms, delay_ticks, nth, id))
+                  height=height, color=tuple(color), **when)
         )
 
     def silence(
         self,
         duration: float,
-        *,
-        at: float | None = None,
-        after: str | None = None,
-        delay_ms: float | None = None,
-        delay_ticks: int | None = None,
-        nth: int = 1,
-        id: str | None = None,
+        **when: Unpack[When],
     ) -> ScenarioBuilder:
         """The user stays silent for ``duration`` seconds."""
-        return self.add(Silence(duration=duration, **_when(at, after, delay_ms, delay_ticks, nth, id)))
+        return self.add(Silence(duration=duration, **when))
 
     def pause(
         self,
         duration: float,
-        *,
-        at: float | None = None,
-        after: str | None = None,
-        delay_ms: float | None = None,
-        delay_ticks: int | None = None,
-        nth: int = 1,
-        id: str | None = None,
+        **when: Unpack[When],
     ) -> ScenarioBuilder:
         """A pause inside the user's turn (marks ``user:pause`` and ``user:pause_end``)."""
-        return self.add(Pause(duration=duration, **_when(at, after, delay_ms, delay_ticks, nth, id)))
+        return self.add(Pause(duration=duration, **when))
 
     def noise(
         self,
@@ -247,17 +222,12 @@ class ScenarioBuilder:
         level: float = 0.1,
         seed: int = 0,
         role: str = "noise",
-        at: float | None = None,
-        after: str | None = None,
-        delay_ms: float | None = None,
-        delay_ticks: int | None = None,
-        nth: int = 1,
-        id: str | None = None,
+        **when: Unpack[When],
     ) -> ScenarioBuilder:
         """A burst of white noise (marks ``user:noise``)."""
         return self.add(
             Noise(duration=duration, level=level, seed=seed, role=role,  # type: ignore[arg-type]
-                  **_when(at, after, delay_ms, delay_ticks, nth, id))
+                  **when)
         )
 
     def cough(
@@ -267,32 +237,21 @@ class ScenarioBuilder:
         level: float = 0.3,
         seed: int = 0,
         role: str = "noise",
-        at: float | None = None,
-        after: str | None = None,
-        delay_ms: float | None = None,
-        delay_ticks: int | None = None,
-        nth: int = 1,
-        id: str | None = None,
+        **when: Unpack[When],
     ) -> ScenarioBuilder:
         """A cough (marks ``user:noise``)."""
         return self.add(
             Cough(duration=duration, level=level, seed=seed, role=role,  # type: ignore[arg-type]
-                  **_when(at, after, delay_ms, delay_ticks, nth, id))
+                  **when)
         )
 
     def mark(
         self,
         name: str,
-        *,
-        at: float | None = None,
-        after: str | None = None,
-        delay_ms: float | None = None,
-        delay_ticks: int | None = None,
-        nth: int = 1,
-        id: str | None = None,
+        **when: Unpack[When],
     ) -> ScenarioBuilder:
         """Publish the mark ``mark:NAME``."""
-        return self.add(MarkEvent(name=name, **_when(at, after, delay_ms, delay_ticks, nth, id)))
+        return self.add(MarkEvent(name=name, **when))
 
     # --- the scripted world -----------------------------------------------------------------------------------
 
