@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["register", "main"]
+__all__ = ["main", "register"]
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -101,21 +100,3 @@ def run_command(args: argparse.Namespace) -> int:
     if suite.errors:
         return 2
     return 0 if suite.ok else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``run`` on its own (``python -m microturn.scenarios.cli run ...``): the same as ``microturn run``."""
-    from microturn.runtime import MicroturnError
-
-    parser = argparse.ArgumentParser(prog="microturn")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.fn(args)
-    except MicroturnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,7 +29,7 @@ from microturn.messages import (
 from microturn.runtime import Actor, open_session, read_recording, replay
 from microturn.scenarios import format as fmt
 from microturn.scenarios.builder import ScenarioBuilder
-from microturn.scenarios.cli import main as cli_main
+from microturn.cli import main as cli_main
 from microturn.scenarios.expectations import judge
 from microturn.scenarios.format import ScenarioError
 from microturn.scenarios.runner import build_actors, format_result, run, run_scenario, run_suite
