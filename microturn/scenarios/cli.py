@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["main", "register"]
+__all__ = ["register"]
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

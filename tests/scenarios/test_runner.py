@@ -526,7 +526,7 @@ def test_stdout_is_the_same_across_processes(tmp_path: Path) -> None:
     outs = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        proc = subprocess.run([sys.executable, "-m", "microturn.scenarios.cli", "run", str(path)],
+        proc = subprocess.run([sys.executable, "-m", "microturn.cli", "run", str(path)],
                               capture_output=True, text=True, env=env, timeout=120, check=False)
         outs.append((proc.returncode, proc.stdout))
     assert outs[0] == outs[1] and outs[0][1]
