@@ -207,7 +207,7 @@ class BackgroundActor(Actor):
                         outcome = ("final", answer)
                     except ReasonerError as exc:
                         outcome = ("failed", str(exc))
-                    except Exception as exc:  # noqa: BLE001 - a backend's bug fails its task, not the session
+                    except Exception as exc:
                         self.log.warning("reasoner_failed", task_id=task.task_id, error=repr(exc), exc_info=exc)
                         outcome = ("failed", f"{self.reasoner.name} failed: {type(exc).__name__}: {exc}")
         finally:

@@ -8,7 +8,7 @@ which only lets virtual time reach the next deadline once every actor has acknow
 from __future__ import annotations
 
 from microturn.messages import SessionStarted, Tick
-from microturn.runtime import Actor, TICK_PRIORITY
+from microturn.runtime import TICK_PRIORITY, Actor
 
 __all__ = ["ClockActor"]
 

@@ -46,7 +46,7 @@ from microturn.tools import (
 )
 from microturn.tools.registry import Delivery
 
-__all__ = ["ToolRunner", "ToolExecutor", "CANCELLED"]
+__all__ = ["CANCELLED", "ToolExecutor", "ToolRunner"]
 
 CANCELLED = "cancelled"
 """The first word of a cancelled call's error (``"cancelled: interrupted (generation 3)"``)."""
@@ -99,7 +99,7 @@ class ToolExecutor:
                 return result(ok=False, error=f"tool {name!r} timed out after {tool.timeout:g} s")
             except ToolError as exc:
                 return result(ok=False, error=str(exc))
-            except Exception as exc:  # noqa: BLE001 - a tool's bug fails its call, never the session
+            except Exception as exc:
                 host.log.warning("tool_failed", call_id=call_id, tool=name, error=repr(exc), exc_info=exc)
                 return result(ok=False, error=f"tool {name!r} failed: {type(exc).__name__}: {exc}")
         return result(ok=True, value=value)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import trio
 import trio.testing
 
-from microturn.messages import Message, SessionEnded, SessionStarted, Stamp, Tick
+from microturn.messages import Message, SessionEnded, SessionStarted, Stamp
 
 from ._actor import Actor, _root_cause, check_unique_names
 from ._bus import Bus
