@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_run(sub)
 
+    from microturn.training.cli import register as register_corpus
+
+    register_corpus(sub)
+
     metrics = sub.add_parser("metrics", help="Full-Duplex-Bench metrics of a recording (live or scripted)")
     metrics.add_argument("file")
     metrics.set_defaults(fn=_cmd_metrics)
