@@ -31,6 +31,10 @@ __all__ = [
 ]
 
 
+USER_LINES = ["hello there", "what time is it", "tell me a story", "wait, stop", "thanks, bye"]
+"""What the simulated user says, in turn, in the runtime benchmarks."""
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0..100) with linear interpolation between order statistics (numpy's default)."""
     if not values:

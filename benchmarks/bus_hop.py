@@ -54,6 +54,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -70,6 +71,18 @@ REPLY = OutputChunk(tick=0, generation=0, text="hi")
 
 
 # --- trio -----------------------------------------------------------------------------------------------------
+
+
+async def _time_stream(consumer: Any, producer: Any, done: trio.Event) -> float:
+    """Start the consumer, let it park, then time the producer until the consumer has handled everything."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consumer)
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        start = time.perf_counter()
+        nursery.start_soon(producer)
+        await done.wait()
+        return time.perf_counter() - start
 
 
 async def trio_stream(n: int) -> float:
@@ -94,15 +107,7 @@ async def trio_stream(n: int) -> float:
             for _ in range(n):
                 await send.send(MESSAGE)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(consumer)
-        await trio.testing.wait_all_tasks_blocked()
-        gc.collect()
-        start = time.perf_counter()
-        nursery.start_soon(producer)
-        await done.wait()
-        elapsed = time.perf_counter() - start
-    return elapsed
+    return await _time_stream(consumer, producer, done)
 
 
 async def trio_stream_nowait(n: int) -> float:
@@ -140,15 +145,7 @@ async def trio_stream_nowait(n: int) -> float:
                 except trio.WouldBlock:
                     await send.send(MESSAGE)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(consumer)
-        await trio.testing.wait_all_tasks_blocked()
-        gc.collect()
-        start = time.perf_counter()
-        nursery.start_soon(producer)
-        await done.wait()
-        elapsed = time.perf_counter() - start
-    return elapsed
+    return await _time_stream(consumer, producer, done)
 
 
 async def trio_pingpong(n: int) -> float:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import cpu_name, emit, quiet_logging
+from _common import USER_LINES, cpu_name, emit, quiet_logging
 
 from microturn.demo import build
 from microturn.messages import UserText
@@ -34,13 +34,7 @@ from microturn.runtime import open_session, run_lockstep
 
 PERIOD = 0.2
 INPUT_EVERY = 3.0
-INPUTS = [
-    "hello there",
-    "what time is it",
-    "tell me a story",
-    "wait, stop",
-    "thanks, bye",
-]
+INPUTS = USER_LINES
 
 
 async def scenario(ticks: int) -> dict:

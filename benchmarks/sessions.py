@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trio
 from _common import (
+    USER_LINES,
     CpuMeter,
     cpu_name,
     emit,
@@ -68,13 +69,7 @@ SETTLE = 1.0
 """Seconds between the last session starting and the window opening, for the start-up backlog to drain."""
 GRACE = 0.25
 """Seconds to wait after the window for its last ticks to go out, before reading lateness."""
-INPUTS = [
-    "hello there",
-    "what time is it",
-    "tell me a story",
-    "wait, stop",
-    "thanks, bye",
-]
+INPUTS = USER_LINES
 
 
 async def trial(

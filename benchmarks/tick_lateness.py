@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trio
 from _common import (
+    USER_LINES,
     CpuMeter,
     cores_available,
     cpu_name,
@@ -57,13 +58,7 @@ from microturn.demo import build
 from microturn.messages import SessionStarted, UserText
 from microturn.runtime import Actor, open_session
 
-INPUTS = [
-    "hello there",
-    "what time is it",
-    "tell me a story",
-    "wait, stop",
-    "thanks, bye",
-]
+INPUTS = USER_LINES
 
 
 class CpuBurner(Actor):

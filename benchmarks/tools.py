@@ -22,9 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import cpu_name, emit, quiet_logging
-
 import trio
+from _common import cpu_name, emit, quiet_logging
 
 from microturn.actors.tool_runner import ToolRunner
 from microturn.messages import Message, ToolCall, ToolResult
