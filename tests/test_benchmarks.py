@@ -20,6 +20,7 @@ FIGURES = {
     "perception.py": ["realtime_factor"],
     "tools.py": ["concurrency_ratio"],
     "suite.py": ["wall_seconds", "virtual_seconds", "x_realtime"],
+    "model_step.py": ["step_p99_ms", "history_growth_ratio", "speedup_vs_reprefill"],
 }
 
 

@@ -1,0 +1,229 @@
+"""The streaming session: a model's KV cache kept between ticks, one tick appended and decoded per step.
+
+Memory layout (paged, the `microturn.kernels.attention` layout ``[blocks, block_size, Hkv, Dh]``):
+
+* **local layers** use a ring of ``R`` blocks allocated once: logical block i lives in physical block i mod R,
+  with ``R·block_size ≥ window + max_chunk_tokens`` so a step never overwrites a key that one of its queries
+  still sees. Memory is constant however long the session runs.
+* **global layers** use a pool that grows by ``grow_blocks`` blocks when full (never per tick: one growth
+  every ``grow_blocks·block_size`` positions).
+* block tables are int32 logical→physical maps, preallocated and doubled when the history outgrows them.
+
+A step appends the carried last output token of the previous tick plus this tick's input positions in one
+chunk, then decodes up to K tokens one at a time (greedy at temperature 0, else sampled with the session's
+seeded generator). The last decoded token is carried to the next step rather than run now (its logits would
+only predict the next TICK), which saves one forward per tick and leaves the sequence unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from microturn.kernels import det_exp
+
+from .layout import END, OUTPUT_TOKENS, EncodedTick, OutputDecoder, TickEncoder
+from .protocol import StepInput, StepOutput
+from .torch_model import InteractionModel
+
+__all__ = ["KVSession", "LayerCache", "SessionError", "SessionSnapshot"]
+
+
+class SessionError(RuntimeError):
+    """A session was used wrongly (a chunk too large for the ring, a snapshot from another model)."""
+
+
+class LayerCache:
+    """One layer's paged KV cache: a fixed ring (local layers), or a pool growing by blocks (global layers)."""
+
+    def __init__(self, n_blocks: int, block_size: int, n_kv_heads: int, head_dim: int, *, ring: bool,
+                 table_blocks: int, grow_blocks: int, device: torch.device | str = "cpu") -> None:
+        self.ring = ring
+        self.block_size = block_size
+        self.grow_blocks = grow_blocks
+        shape = (n_blocks, block_size, n_kv_heads, head_dim)
+        # zeros, not empty: masked keys are multiplied by 0 in the kernel, which must not meet NaN.
+        self.k = torch.zeros(shape, device=device)
+        self.v = torch.zeros(shape, device=device)
+        self.table = self._table(table_blocks, device)
+
+    @property
+    def n_blocks(self) -> int:
+        """Physical blocks allocated."""
+        return self.k.shape[0]
+
+    def _table(self, size: int, device: torch.device | str) -> torch.Tensor:
+        idx = torch.arange(size, dtype=torch.int32, device=device)
+        return idx % self.n_blocks if self.ring else idx
+
+    def reserve(self, length: int) -> None:
+        """Make room for positions < ``length`` (grow the global pool by blocks; double the table)."""
+        blocks = -(-length // self.block_size)
+        if not self.ring and blocks > self.n_blocks:
+            extra = -(-(blocks - self.n_blocks) // self.grow_blocks) * self.grow_blocks
+            pad = self.k.new_zeros((extra, *self.k.shape[1:]))
+            self.k = torch.cat([self.k, pad])
+            self.v = torch.cat([self.v, pad])
+        if blocks > self.table.shape[0]:
+            size = self.table.shape[0]
+            while size < blocks:
+                size *= 2
+            self.table = self._table(size, self.k.device)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by this layer's keys, values and block table."""
+        return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.table))
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """A copy of a session's whole state; :meth:`KVSession.restore` puts it back bit for bit."""
+
+    config: Any
+    length: int
+    carry: int | None
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    tables: tuple[torch.Tensor, ...]
+    encoder: list
+    decoder: tuple
+    rng: torch.Tensor
+    ticks: int
+
+
+class KVSession:
+    """A streaming session over an :class:`InteractionModel` (exact path).
+
+    ``ring=False`` makes every layer a linear cache sized for ``capacity`` positions (the one-pass teacher-forced
+    reference in tests). ``trace`` keeps every appended chunk and its logits (tests, corpus debugging).
+    """
+
+    def __init__(self, model: InteractionModel, *, temperature: float = 0.0, seed: int = 0, ring: bool = True,
+                 capacity: int | None = None, grow_blocks: int = 64, table_positions: int = 1 << 16,
+                 trace: bool = False) -> None:
+        cfg = model.cfg
+        if temperature < 0:
+            raise SessionError(f"temperature: expected ≥ 0, got {temperature!r}")
+        self.model = model
+        self.cfg = cfg
+        self.temperature = float(temperature)
+        self.device = next(model.parameters()).device
+        bs = cfg.block_size
+        ring_blocks = -(-(cfg.window + cfg.max_chunk_tokens) // bs) + 1
+        table_blocks = -(-max(table_positions, capacity or 0) // bs)
+        self.caches: list[LayerCache] = []
+        for layer in range(cfg.n_layers):
+            is_ring = ring and not cfg.is_global(layer)
+            if is_ring:
+                n = ring_blocks
+            elif capacity is not None:
+                n = -(-capacity // bs)
+            else:
+                n = grow_blocks
+            self.caches.append(LayerCache(n, bs, cfg.n_kv_heads, cfg.head_dim, ring=is_ring,
+                                          table_blocks=table_blocks, grow_blocks=grow_blocks, device=self.device))
+        self.length = 0
+        self.carry: int | None = None
+        self.ticks = 0
+        self.encoder = TickEncoder(cfg.max_input_tokens)
+        self.decoder = OutputDecoder()
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        allowed = torch.full((cfg.vocab_size,), float("-inf"))
+        allowed[list(OUTPUT_TOKENS)] = 0.0
+        self.output_mask = allowed.to(self.device)
+        self.trace: list[tuple[EncodedTick, torch.Tensor]] | None = [] if trace else None
+
+    # --- appending and decoding ------------------------------------------------------------------------------
+
+    def append(self, chunk: EncodedTick) -> torch.Tensor:
+        """Run ``chunk``'s positions through the model into the cache; their logits [n, V]."""
+        n = len(chunk.tokens)
+        if n == 0:
+            raise SessionError("append: expected at least one token, got an empty chunk")
+        ring_chunk = any(c.ring for c in self.caches)
+        if ring_chunk and n > self.cfg.max_chunk_tokens:
+            raise SessionError(f"append: a chunk of {n} positions exceeds max_chunk_tokens="
+                               f"{self.cfg.max_chunk_tokens}, which the local layers' ring is sized for")
+        for cache in self.caches:
+            cache.reserve(self.length + n)
+        tokens, dmel, patches = chunk.arrays()
+        dev = self.device
+        _, logits = self.model.forward_cached(
+            torch.from_numpy(tokens).to(dev),
+            torch.from_numpy(dmel.copy()).to(dev) if len(dmel) else None,
+            torch.from_numpy(patches.copy()).to(dev) if len(patches) else None,
+            self.caches, self.length,
+        )
+        self.length += n
+        if self.trace is not None:
+            self.trace.append((chunk, logits.clone()))
+        return logits
+
+    def _pick(self, logits: torch.Tensor) -> int:
+        masked = logits.float() + self.output_mask
+        if self.temperature == 0.0:
+            return int(torch.argmax(masked))
+        z = masked / self.temperature
+        p = det_exp(z - z.max())
+        return int(torch.multinomial(p.cpu(), 1, generator=self.generator))
+
+    def step_tokens(self, step_input: StepInput) -> list[int]:
+        """Append one tick's inputs and decode its output tokens (up to K, ending early at END)."""
+        enc = self.encoder.encode(step_input)
+        chunk = EncodedTick(([self.carry] if self.carry is not None else []) + enc.tokens, enc.dmel, enc.patches)
+        logits = self.append(chunk)[-1]
+        out: list[int] = []
+        while True:
+            token = self._pick(logits)
+            out.append(token)
+            if token == END or len(out) == self.cfg.outputs_per_tick:
+                break
+            logits = self.append(EncodedTick([token]))[-1]
+        self.carry = out[-1]
+        self.ticks += 1
+        return out
+
+    def step(self, step_input: StepInput) -> StepOutput:
+        """Append one tick's inputs and decode that tick's :class:`StepOutput`."""
+        return self.decoder.decode(self.step_tokens(step_input))
+
+    # --- state -----------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> SessionSnapshot:
+        """A deep copy of the whole session state (cache, position, carry, stream state, sampler)."""
+        return SessionSnapshot(
+            config=self.cfg,
+            length=self.length,
+            carry=self.carry,
+            keys=tuple(c.k.clone() for c in self.caches),
+            values=tuple(c.v.clone() for c in self.caches),
+            tables=tuple(c.table.clone() for c in self.caches),
+            encoder=self.encoder.state(),
+            decoder=self.decoder.state(),
+            rng=self.generator.get_state(),
+            ticks=self.ticks,
+        )
+
+    def restore(self, snap: SessionSnapshot) -> None:
+        """Put back a :meth:`snapshot` of a session over the same model configuration, bit for bit."""
+        if snap.config != self.cfg:
+            raise SessionError("restore: the snapshot was taken with another model configuration")
+        if len(snap.keys) != len(self.caches):
+            raise SessionError(f"restore: expected {len(self.caches)} layers, the snapshot has {len(snap.keys)}")
+        for cache, k, v, t in zip(self.caches, snap.keys, snap.values, snap.tables, strict=True):
+            if cache.ring and k.shape == cache.k.shape:
+                cache.k.copy_(k)  # keep the preallocated ring
+                cache.v.copy_(v)
+            else:
+                cache.k, cache.v = k.clone(), v.clone()
+            cache.table = t.clone()
+        self.length, self.carry, self.ticks = snap.length, snap.carry, snap.ticks
+        self.encoder.load(snap.encoder)
+        self.decoder.load(snap.decoder)
+        self.generator.set_state(snap.rng)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the session's caches (keys, values, block tables)."""
+        return sum(c.memory_bytes() for c in self.caches)
