@@ -225,10 +225,7 @@ class ScenarioBuilder:
         **when: Unpack[When],
     ) -> ScenarioBuilder:
         """A burst of white noise (marks ``user:noise``)."""
-        return self.add(
-            Noise(duration=duration, level=level, seed=seed, role=role,  # type: ignore[arg-type]
-                  **when)
-        )
+        return self.add(Noise(duration=duration, level=level, seed=seed, role=role, **when))  # type: ignore[arg-type]
 
     def cough(
         self,
@@ -240,10 +237,7 @@ class ScenarioBuilder:
         **when: Unpack[When],
     ) -> ScenarioBuilder:
         """A cough (marks ``user:noise``)."""
-        return self.add(
-            Cough(duration=duration, level=level, seed=seed, role=role,  # type: ignore[arg-type]
-                  **when)
-        )
+        return self.add(Cough(duration=duration, level=level, seed=seed, role=role, **when))  # type: ignore[arg-type]
 
     def mark(
         self,
