@@ -139,6 +139,20 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``microturn`` command."""
     parser = argparse.ArgumentParser(
@@ -150,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run an example session end to end in lockstep and print its timeline")
-    demo.add_argument("--ticks", type=int, default=120, help="micro-turns to run (default 120 = 24 s)")
+    demo.add_argument("--ticks", type=_positive_int, default=120, help="micro-turns to run (default 120 = 24 s)")
     demo.add_argument(
         "--pipeline",
         choices=["live", "echo"],
@@ -162,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=_cmd_demo)
 
     chat = sub.add_parser("chat", help="a live full-duplex text session in this terminal (realtime)")
-    chat.add_argument("--tick-ms", type=float, default=200.0, help="micro-turn length in ms (default 200)")
+    chat.add_argument("--tick-ms", type=_positive_float, default=200.0, help="micro-turn length in ms (default 200)")
     chat.set_defaults(fn=_cmd_chat)
 
     rep = sub.add_parser("replay", help="replay a recording and compare every message; exit 1 on divergence")
@@ -186,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("file")
     show.add_argument("--actor", action="append", metavar="NAME", help="only messages from this source")
     show.add_argument("--type", action="append", metavar="TYPE", help="only messages of this type")
-    show.add_argument("--limit", type=int, default=0, help="print at most this many lines")
+    show.add_argument("--limit", type=_positive_int, default=None, help="print at most this many lines")
     show.set_defaults(fn=_cmd_show)
     return parser
 

@@ -55,3 +55,10 @@ def test_bad_files_give_a_clear_error(tmp_path):
     path.write_text("not a recording")
     out = run("show", str(path))
     assert out.returncode == 2 and "not a microturn recording" in out.stderr
+
+
+def test_bad_numbers_are_refused_naming_the_option():
+    out = run("demo", "--ticks", "-5")
+    assert out.returncode == 2 and "--ticks" in out.stderr and "'-5'" in out.stderr
+    out = run("chat", "--tick-ms", "0")
+    assert out.returncode == 2 and "--tick-ms" in out.stderr
