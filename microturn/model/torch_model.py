@@ -11,11 +11,14 @@
 
 Two execution paths share the weights:
 
-* **exact** (:meth:`InteractionModel.forward_cached`, used by sessions): every op goes through the
-  `microturn.kernels` dispatchers (`matmul`, `rms_norm`, `attention` + `kv_cache_write`, `moe_gemv`) or through
-  the kernels' elementwise-deterministic helpers (`det_exp`, `tree_sum`), so a position's bits do not depend on
-  how the sequence was chunked: stepping a session tick by tick gives bit-identical logits to one pass.
-  Plain torch here only where it is exact anyway: embedding lookups, `topk`, `argmax`, element-wise + and *.
+* **exact** (:meth:`InteractionModel.forward_cached`, used by sessions): every op of the trunk goes through the
+  lean order-fixed helpers of :mod:`microturn.model.exact_ops` (fixed 16-row block products, one fixed-shape
+  product per row for local attention and per token-slot for the experts, an elementwise-deterministic exp,
+  exact max, fixed pairwise trees), so a position's bits do not depend on how the sequence was chunked:
+  stepping a session tick by tick gives bit-identical logits to one pass. They keep a decode step to a few
+  hundred small torch calls. Embeddings (and the hMLP stem) use the kernels' references and ``det_exp`` /
+  ``tree_sum``. Plain torch here only where it is exact anyway: embedding lookups, `topk`, `argmax`,
+  element-wise + and *.
 * **fast** (:meth:`InteractionModel.forward`, for training): plain torch (F.linear, scaled_dot_product_attention
   with a window mask, a per-expert loop), batched [B, T], differentiable. Agrees with exact to float tolerance.
 
@@ -32,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from microturn.kernels import attention, det_exp, kv_cache_write, matmul, moe_gemv, rms_norm, tree_sum
+from microturn.kernels import det_exp, matmul, moe_gemv, rms_norm, tree_sum
 
+from . import exact_ops as xo
 from .config import ModelConfig
 from .layout import DMEL, PATCH
 
@@ -206,19 +210,32 @@ class Block(nn.Module):
         v = _linear(h, self.wv, exact).reshape(*lead, c.n_kv_heads, c.head_dim)
         return q, k, v
 
+    def _qkv_t(self) -> torch.Tensor:
+        """[wq; wk; wv].t() [D, (Hq + 2·Hkv)·Dh] for the exact path's one fused projection, rebuilt whenever a
+        weight changes (in-place updates bump ``_version``)."""
+        key = tuple((w.data_ptr(), w._version) for w in (self.wq, self.wk, self.wv))
+        cached = self.__dict__.get("_qkv_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                fused = torch.cat([self.wq, self.wk, self.wv]).t()
+            self.__dict__["_qkv_cache"] = cached = (key, fused)
+        return cached[1]
+
     def forward_cached(self, x: torch.Tensor, cache: LayerCache, start: int) -> torch.Tensor:
         """Exact path: x [n, D] at positions start.., written into ``cache`` before attending."""
         c = self.cfg
-        h = _norm(x, self.attn_norm, c.norm_eps, True)
-        q, k, v = self._qkv(h, True)
-        cos, sin = rope_tables(c.head_dim, c.rope_theta, start, x.shape[0])
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        kv_cache_write(cache.k, cache.v, cache.table, start, k.contiguous(), v.contiguous())
-        o = attention(q.contiguous(), cache.k, cache.v, cache.table, start + x.shape[0], causal=True,
-                      window=self.window, split_size=c.split_size)
-        x = x + _linear(o.reshape(x.shape[0], -1), self.wo, True)
-        m, _ = self.moe(_norm(x, self.mlp_norm, c.norm_eps, True), exact=True)
-        return x + m
+        n = x.shape[0]
+        hq, hkv, dh = c.n_heads, c.n_kv_heads, c.head_dim
+        h = xo.rms_norm(x, self.attn_norm, c.norm_eps)
+        qkv = xo.linear(h, self._qkv_t()).reshape(n, hq + 2 * hkv, dh)
+        cos, sin = rope_tables(dh, c.rope_theta, start, n)
+        qk = xo.rope(qkv[:, :hq + hkv], cos, sin)
+        q, k, v = qk[:, :hq], qk[:, hq:], qkv[:, hq + hkv:]
+        xo.kv_write(cache.k, cache.v, cache.table, start, k, v)
+        o = xo.window_attention(q, cache.k, cache.v, cache.table, start, self.window, dh**-0.5)
+        x = x + xo.linear(o.reshape(n, -1), self.wo.t())
+        return x + xo.moe(xo.rms_norm(x, self.mlp_norm, c.norm_eps), self.moe.router, self.moe.w_gate_up,
+                          self.moe.w_down, self.moe.top_k)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fast path: x [B, T, D] -> (x, load-balance loss)."""
@@ -371,8 +388,8 @@ class InteractionModel(nn.Module):
         x = self.embed(tokens, dmel, patches, exact=True)
         for block, cache in zip(self.blocks, caches, strict=True):
             x = block.forward_cached(x, cache, start)
-        h = rms_norm(x, self.final_norm, c.norm_eps)
-        return h, matmul(h, self.head.t())
+        h = xo.rms_norm(x, self.final_norm, c.norm_eps)
+        return h, xo.linear(h, self.head.t())
 
 
 def parameter_count(model: nn.Module) -> int:

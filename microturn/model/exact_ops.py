@@ -1,0 +1,295 @@
+"""Lean order-fixed ops for the model's exact path (sessions): few torch calls per decode step.
+
+Every helper here is bitwise batch- and chunking-invariant by construction, like the `microturn.kernels`
+references it stands beside, but built for the one-token decode step, where the cost is Python and dispatch
+overhead per torch call, not arithmetic. A row's bits come from one of two arguments:
+
+* **fixed-block products** (`linear`, `rms_norm`'s mean of squares): ``ROW_BLOCK``-row zero-padded blocks,
+  exactly `kernels.blocked_mm`'s arithmetic (a row's bits do not depend on its neighbours in the block);
+* **one call per row** (`window_attention` on local layers, `moe`): each row (or token-slot pair) goes through
+  its own ``torch.mm`` of a fixed shape on 64-byte-aligned operands that hold only that row's data, so the
+  call is the same whatever the batch;
+
+and everything else is elementwise (`exp`: +, -, *, floor and bit operations only, so vectorised and scalar
+tails agree), an exact max, or a fixed pairwise `tree_sum`. Global layers (frames that grow with the
+history) use elementwise products and trees over absolute key slots, where zero padding is exact.
+These ops define the exact path's numbers (they are not bitwise equal to the kernels' references): stepping a
+session and one teacher-forced pass both run them, so the two still agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from microturn.kernels import ROW_BLOCK, blocked_mm, tree_sum
+
+__all__ = ["exp", "kv_write", "linear", "moe", "rms_norm", "rope", "silu", "window_attention"]
+
+# Rows per chunk of the global layers' broadcast attention products in a long prefill: bounds the temporaries'
+# memory; each row's arithmetic does not depend on it.
+_ATTN_ROWS = 32
+
+# Cephes expf (as in `kernels.invariant`).
+_LOG2E = 1.44269504088896341
+_LN2_HI = 0.693359375
+_LN2_LO = -2.12194440e-4
+_EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+
+
+def linear(x: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
+    """``x [m, K] @ w_t [K, N]`` on fixed ``ROW_BLOCK``-row zero-padded blocks (`blocked_mm`'s bits)."""
+    m, k = x.shape
+    if m > ROW_BLOCK:
+        return blocked_mm(x, w_t)
+    block = x.new_zeros(ROW_BLOCK, k)
+    block[:m] = x
+    return torch.mm(block, w_t)[:m]
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm of float32 ``x [n, D]``; the mean of squares is a `linear` against a column of 1/D (fixed
+    16-row blocks, like every dense product here)."""
+    c = _consts(x.device)
+    eps_t = c.get(("eps", eps))
+    if eps_t is None:
+        eps_t = c[("eps", eps)] = torch.tensor(eps, dtype=torch.float32, device=x.device)
+    mean_sq = linear(x * x, _ones(x.shape[-1], x.device))  # [n, 1]: the mean (the column holds 1/D)
+    return x * torch.sqrt(mean_sq + eps_t).reciprocal() * w
+
+
+def exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) for float32 x, elementwise-deterministic (only +, -, *, floor and exact bit operations, like
+    `kernels.det_exp`, whose Cephes polynomial it uses). Inputs are clamped to [-87, 88] so that 2**n is one
+    normal float: exp(-inf) gives ~1.6e-38 rather than 0 (mask after, where it matters)."""
+    c = _consts(x.device)
+    x = x.clamp(-87.0, 88.0)
+    n = torch.floor(x * c["log2e"] + c["half"])
+    r = x - n * c["ln2_hi"] - n * c["ln2_lo"]
+    poly = c["poly"]
+    p = r * poly[0] + poly[1]
+    for k in poly[2:]:
+        p = p * r + k
+    y = p * (r * r) + r + c["one"]
+    return y * ((n.to(torch.int32) + 127) << 23).view(torch.float32)
+
+
+def silu(x: torch.Tensor) -> torch.Tensor:
+    """silu(x) = x / (1 + exp(-x)) with `exp`."""
+    return x / (exp(-x) + _consts(x.device)["one"])
+
+
+_const_cache: dict[str, dict] = {}
+
+
+def _consts(device: torch.device) -> dict:
+    """The float32 constants as 0-d tensors (an op with a Python float costs twice one with a 0-d tensor; the
+    value, rounded to float32 either way, is the same)."""
+    key = str(device)
+    c = _const_cache.get(key)
+    if c is None:
+        def t(v: float) -> torch.Tensor:
+            return torch.tensor(v, dtype=torch.float32, device=device)
+        c = _const_cache[key] = {
+            "log2e": t(_LOG2E), "half": t(0.5), "ln2_hi": t(_LN2_HI), "ln2_lo": t(_LN2_LO), "one": t(1.0),
+            "poly": tuple(t(v) for v in _EXP_POLY),
+        }
+    return c
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary positions for x [n, H, Dh] with cos/sin [n, Dh/2] (element-wise: exact)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    c, s = cos[:, None, :], sin[:, None, :]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+
+
+def kv_write(k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor, start: int,
+             k: torch.Tensor, v: torch.Tensor) -> None:
+    """Write k, v [n, Hkv, Dh] at positions start.. of a paged cache (what `kernels.kv_cache_write` does)."""
+    bs = k_cache.shape[1]
+    n = k.shape[0]
+    if n == 1:
+        phys, off = int(table[start // bs]), start % bs
+        k_cache[phys, off] = k[0]
+        v_cache[phys, off] = v[0]
+        return
+    pos = torch.arange(start, start + n, device=k_cache.device)
+    phys = table[pos // bs].long()
+    off = pos % bs
+    k_cache[phys, off] = k
+    v_cache[phys, off] = v
+
+
+_arange_cache: dict[tuple[int, str], torch.Tensor] = {}
+_ones_cache: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _ones(n: int, device: torch.device) -> torch.Tensor:
+    """A [n, 1] column of 1/n."""
+    key = (n, str(device))
+    t = _ones_cache.get(key)
+    if t is None:
+        t = _ones_cache[key] = torch.full((n, 1), 1.0 / n, device=device)
+    return t
+
+
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    key = (n, str(device))
+    t = _arange_cache.get(key)
+    if t is None:
+        t = _arange_cache[key] = torch.arange(n, device=device)
+    return t
+
+
+def window_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor,
+                     start: int, window: int | None, scale: float) -> torch.Tensor:
+    """Causal (optionally sliding-window) attention of q [n, Hq, Dh] at positions start.. over a paged cache
+    that already holds them; [n, Hq, Dh]. See the module docstring for why each row's bits are its own."""
+    n = q.shape[0]
+    if window is None:
+        if n > _ATTN_ROWS:
+            return torch.cat([
+                _global_attention(q[r:r + _ATTN_ROWS], k_cache, v_cache, table, start + r, scale)
+                for r in range(0, n, _ATTN_ROWS)
+            ])
+        return _global_attention(q, k_cache, v_cache, table, start, scale)
+    return _local_attention(q, k_cache, v_cache, table, start, window, scale)
+
+
+def _gather(cache: torch.Tensor, table: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """cache rows at key positions ``keys`` [...] (all < the written length): [..., Hkv, Dh]."""
+    bs, hkv, dh = cache.shape[1:]
+    return cache.view(-1, hkv, dh)[table[keys // bs].long() * bs + keys % bs]
+
+
+def _local_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor,
+                     start: int, window: int, scale: float) -> torch.Tensor:
+    """Sliding-window attention: each row's frame is the ``window`` positions ending at the row (positions < 0
+    read position 0's key and are masked out). The chunk's keys are gathered once; row r's frame is rows
+    r .. r+window-1 of that buffer. Per row, scores and the probability-weighted values (a ones column appended
+    to the values gives the softmax sum in the same product) are one [Hq, Hkv·Dh] x [Hkv·Dh, window] and one
+    [Hq, window] x [window, Hkv·Dh + pad] product, the query heads spread block-diagonally so every kv head's
+    keys go through one call. Same call, shape and alignment for every row in every batch: a row's bits are
+    its own."""
+    n, hq, dh = q.shape
+    hkv = k_cache.shape[2]
+    dev = q.device
+    first = start - window + 1
+    keys = _arange(window + n - 1, dev) + first
+    masked = first < 0
+    if masked:
+        keys = keys.clamp(min=0)
+        valid = (_arange(window, dev)[None, :] + (_arange(n, dev)[:, None] + first)) >= 0  # [n, window]
+    bs = k_cache.shape[1]
+    flat = table[keys // bs].long() * bs + keys % bs
+    kf = k_cache.view(-1, hkv * dh)[flat]  # [window + n - 1, Hkv·Dh]
+    width = -(-(hkv * dh + 1) // 16) * 16
+    vf = _ones_pad(window + n - 1, width, hkv * dh, dev)
+    vf[:, :hkv * dh] = v_cache.view(-1, hkv * dh)[flat]  # values | 1 | 0 ...
+    a = (q.reshape(n, hkv, hq // hkv, 1, dh) * _eye(hkv, scale, dev)).reshape(n, hq, hkv * dh)  # scaled
+    if _rows(a) and _rows(kf):  # row r's operands are views: a[r] and kf[r:r+window].t()
+        s = torch.stack([torch.mm(ar, kr) for ar, kr in zip(a.unbind(0), kf.unfold(0, window, 1).unbind(0))])
+    else:
+        s = torch.stack([torch.mm(a[r].clone(), kf[r:r + window].clone().t()) for r in range(n)])
+    p = exp(s - s.amax(dim=-1, keepdim=True))  # [n, Hq, window]; position 0 is in every masked frame
+    if masked:
+        p = torch.where(valid[:, None, :], p, 0.0)
+    if _rows(p) and _rows(vf):  # p[r] and vf[r:r+window]
+        frames = vf.unfold(0, window, 1).transpose(1, 2).unbind(0)
+        o = torch.stack([torch.mm(pr, vr) for pr, vr in zip(p.unbind(0), frames)])  # [n, Hq, width]
+    else:
+        o = torch.stack([torch.mm(p[r].clone(), vf[r:r + window].clone()) for r in range(n)])
+    l_sum = o[..., hkv * dh:hkv * dh + 1]
+    o = o[..., :hkv * dh].reshape(n, hkv, hq // hkv, hkv, dh)
+    o = torch.diagonal(o, dim1=1, dim2=3).permute(0, 3, 1, 2).reshape(n, hq, dh)  # head h's own kv block
+    return o / l_sum
+
+
+def _ones_pad(n: int, width: int, col: int, device: torch.device) -> torch.Tensor:
+    """A fresh [n, width] tensor of zeros with ones in column ``col``."""
+    key = (n, width, col, str(device))
+    t = _pad_cache.get(key)
+    if t is None:
+        t = torch.zeros(n, width, device=device)
+        t[:, col] = 1.0
+        if len(_pad_cache) < 256:
+            _pad_cache[key] = t
+    return t.clone()
+
+
+_pad_cache: dict[tuple[int, int, int, str], torch.Tensor] = {}
+
+
+_eye_cache: dict[tuple[int, float, str], torch.Tensor] = {}
+
+
+def _eye(n: int, scale: float, device: torch.device) -> torch.Tensor:
+    """scale · I_n shaped [1, n, 1, n, 1], to spread query heads block-diagonally over the kv heads."""
+    key = (n, scale, str(device))
+    t = _eye_cache.get(key)
+    if t is None:
+        t = _eye_cache[key] = (torch.eye(n, device=device) * scale)[None, :, None, :, None]
+    return t
+
+
+def _global_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor,
+                      start: int, scale: float) -> torch.Tensor:
+    """Full causal attention: each row's frame is positions 0 .. end-1 in absolute slots, keys after the row
+    masked to exact zeros, everything elementwise or a fixed pairwise tree — so the frame's length (padding at
+    the end of the trees) never changes a row's bits."""
+    n, hq, dh = q.shape
+    hkv = k_cache.shape[2]
+    dev = q.device
+    end = start + n
+    keys = _arange(end, dev)
+    valid = keys[None, :] <= (_arange(n, dev)[:, None] + start)  # [n, end]
+    kf = _gather(k_cache, table, keys)  # [end, Hkv, Dh]
+    vf = _gather(v_cache, table, keys)
+    qg = q.reshape(n, hkv, hq // hkv, 1, dh)
+    s = tree_sum(qg * kf.permute(1, 0, 2)[None, :, None]) * scale  # [n, Hkv, G, end]
+    s = torch.where(valid[:, None, None, :], s, float("-inf"))
+    p = torch.where(valid[:, None, None, :], exp(s - s.amax(dim=-1, keepdim=True)), 0.0)
+    l_sum = tree_sum(p)  # [n, Hkv, G]
+    o = tree_sum(p[:, :, :, None, :] * vf.permute(1, 2, 0)[None, :, None])  # [n, Hkv, G, Dh]
+    return (o / l_sum[..., None]).reshape(n, hq, dh)
+
+
+def _rows(t: torch.Tensor) -> bool:
+    """Whether every row view ``t[i]`` of a contiguous tensor starts 64-byte aligned like a fresh tensor (so a
+    product on a row view runs exactly as on a copy of it)."""
+    return t.is_contiguous() and (t.stride(0) * t.element_size()) % 64 == 0 and t.data_ptr() % 64 == 0
+
+
+def moe(x: torch.Tensor, router: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor,
+        top_k: int) -> torch.Tensor:
+    """Top-k routed SwiGLU experts on float32 x [n, D] (renormalised softmax over the k picked); [n, D].
+
+    Each (token, slot) pair is one [1, D] x [D, 2F] and one [1, F] x [F, D] product with that expert's weights:
+    the same call, shape and alignment whatever the batch, so a pair's bits are its own. Slots are combined in
+    slot order 0..k-1."""
+    n = x.shape[0]
+    logits = linear(x, router.t())
+    top_v, top_i = torch.topk(logits, top_k, dim=-1)  # sorted: column 0 is the max
+    f = w_down.shape[2]
+    ids = top_i.reshape(-1).tolist()
+    wgu_t, wd_t = w_gate_up.transpose(1, 2).unbind(0), w_down.transpose(1, 2).unbind(0)  # w[e].t() views
+    xs = x.unsqueeze(1).unbind(0)  # x[t][None] views
+    if not _rows(x):
+        xs = [r.clone() for r in xs]
+    h = torch.cat([torch.mm(xs[i // top_k], wgu_t[ex]) for i, ex in enumerate(ids)])
+    gate = h[:, :f]
+    # one elementwise exp for the router's renormalised softmax and the experts' SiLU
+    ex_all = exp(torch.cat([(top_v - top_v[:, :1]).reshape(-1), -gate.reshape(-1)]))
+    e = ex_all[:n * top_k].view(n, top_k)
+    weights = e / tree_sum(e)[:, None]
+    act = gate / (ex_all[n * top_k:].view_as(gate) + _consts(x.device)["one"]) * h[:, f:]  # [n·k, F], fresh
+    acts = act.unsqueeze(1).unbind(0)
+    if not _rows(act):
+        acts = [r.clone() for r in acts]
+    y = torch.cat([torch.mm(acts[i], wd_t[ex]) for i, ex in enumerate(ids)]).view(n, top_k, -1)
+    y = y * weights[..., None]
+    out = y[:, 0]
+    for j in range(1, top_k):
+        out = out + y[:, j]
+    return out
