@@ -28,7 +28,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     run.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario TOML files")
     run.add_argument("--suite", metavar="DIR", help="run every *.toml under DIR; one table per category")
-    run.add_argument("--model", metavar="NAME", help="the interaction backend (default: each scenario's)")
+    run.add_argument(
+        "--model",
+        metavar="NAME",
+        help="the interaction backend: scripted, or local:CHECKPOINT for a trained model (default: each scenario's)",
+    )
     run.add_argument("--record", metavar="FILE", help="write the session's recording (one scenario)")
     run.add_argument("--report", metavar="FILE.html", help="write an HTML report (one scenario)")
     run.add_argument("--wav", metavar="FILE", help="write the session's audio as a stereo WAV (one scenario)")

@@ -66,18 +66,38 @@ def _scripted(options: dict[str, Any]) -> Any:
     return ScriptedPolicy(**options)
 
 
-MODELS: dict[str, Callable[[dict[str, Any]], Any]] = {"scripted": _scripted}
-"""Interaction backends by name: each makes a backend from the scenario's ``[model] options``."""
+def _local(options: dict[str, Any]) -> Any:
+    checkpoint = options.pop("checkpoint", None)
+    if not checkpoint:
+        raise ValueError("the local model needs a checkpoint: --model local:PATH, or [model] options.checkpoint")
+    try:
+        from microturn.model.local import LocalBackend
+    except ImportError as exc:
+        raise ValueError(f"the local model needs torch (pip install 'microturn[torch]'): {exc}") from None
+    return LocalBackend(checkpoint, **options)
+
+
+MODELS: dict[str, Callable[[dict[str, Any]], Any]] = {"scripted": _scripted, "local": _local}
+"""Interaction backends by name: each makes a backend from the scenario's ``[model] options``. A name may
+carry its checkpoint after a colon: ``local:PATH``."""
+
+
+def _model_name(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"local:PATH"`` -> ``("local", {"checkpoint": "PATH"})``; a plain name has no options."""
+    name, sep, checkpoint = spec.partition(":")
+    return name, ({"checkpoint": checkpoint} if sep else {})
 
 
 def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
     """The interaction backend called ``name``; errors name the model and list the known ones."""
+    spec = name
+    name, extra = _model_name(spec)
     factory = MODELS.get(name)
     if factory is None:
-        raise ScenarioError(f"unknown model; known: {', '.join(sorted(MODELS))}", key="model.name", value=name)
+        raise ScenarioError(f"unknown model; known: {', '.join(sorted(MODELS))}", key="model.name", value=spec)
     try:
-        return factory(dict(options or {}))
-    except (TypeError, ValueError) as exc:
+        return factory({**(options or {}), **extra})
+    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a checkpoint that does not load
         raise ScenarioError(f"the {name} model refuses these options: {exc}", key="model.options",
                             value=options) from None
 
@@ -258,7 +278,7 @@ def run_scenario(
     if not isinstance(scenario, Scenario):
         path = os.fspath(scenario)
         scenario = load_scenario(path)
-    if model is not None and model not in MODELS:
+    if model is not None and _model_name(model)[0] not in MODELS:
         raise ScenarioError(f"unknown model; known: {', '.join(sorted(MODELS))}", key="--model", value=model)
     try:
         plans = prepare_plans(scenario)
