@@ -364,10 +364,10 @@ async def test_a_failing_tool_is_apologised_for_end_to_end(autojump_clock) -> No
 
 def test_an_unknown_model_names_the_known_ones() -> None:
     scenario = text_scenario().say("hi").build()
-    with pytest.raises(ScenarioError, match=r"--model = 'gpt': unknown model; known: scripted"):
+    with pytest.raises(ScenarioError, match=r"--model = 'gpt': unknown model; known: local, scripted"):
         run_scenario(scenario, model="gpt")
     bad = ScenarioBuilder("t").model("nope").say("hi").build()
-    with pytest.raises(ScenarioError, match=r"model.name = 'nope': unknown model; known: scripted"):
+    with pytest.raises(ScenarioError, match=r"model.name = 'nope': unknown model; known: local, scripted"):
         run_scenario(bad)
     refused = ScenarioBuilder("t").model("scripted", options={"speed": 2}).say("hi").build()
     with pytest.raises(ScenarioError, match=r"model.options = \{'speed': 2\}: the scripted model refuses"):
@@ -487,7 +487,7 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys) -> None:
     ok = tmp_path / "ok.toml"
     ok.write_text('[[timeline]]\nkind = "say"\ntext = "hi"\n')
     assert cli_main(["run", str(ok), "--model", "gpt"]) == 2
-    assert "unknown model; known: scripted" in capsys.readouterr().err
+    assert "unknown model; known: local, scripted" in capsys.readouterr().err
 
 
 def test_a_suite_prints_one_table_per_category_and_progress_on_stderr(tmp_path: Path, capsys) -> None:
