@@ -17,13 +17,22 @@ positions a step appends and hence the ring buffer of local layers. Text is byte
 to download. The ``DMEL``/``PATCH`` positions carry a frame or patch that the model embeds in place of a token
 embedding.
 
-Outputs are a FIFO too (:class:`OutputPacker`, used to build training targets from the scripted oracle): each
-tick queues ``text + " "`` then its controls, where ``delegate`` / ``tool_call`` are followed by ``ARG <payload>
-ARG_END`` (the goal text, or JSON ``{"name":…, "args":…}``), and emits the first K queued tokens. Text first,
-controls after, so ``end_utterance`` never overtakes its last words and ``silence`` never cuts words still
-queued. :class:`OutputDecoder` turns decoded tokens back into a :class:`StepOutput`: words are released at
-spaces (a word split across ticks waits for its end), and a ``delegate`` / ``tool_call`` control is released
-with its payload.
+Outputs (:class:`OutputPacker`, used to build training targets from the scripted oracle) put each tick's control
+decision first: the tick's controls open its slots, ``delegate`` / ``tool_call`` followed by ``ARG <payload>
+ARG_END`` (the goal text, or JSON ``{"name":…, "args":…}``), and the text (``text + " "``, queued in its own
+FIFO) fills the slots left, so text length never moves a control to a later tick (only a payload longer than the
+slots spills its tail, ahead of the next tick's controls). The rule that keeps the order guarantees:
+
+* ``end_utterance`` closes the text queued up to it, so it is held until the tick whose slots release that
+  text's last byte; it goes ahead of that tick's text (after its controls), and no later text shares the tick.
+  It never overtakes its last words, and the runtime sees the utterance's last words and its end in one step.
+* ``silence`` while text is still queued is held the same way (it would otherwise cut words still queued);
+  while an ``end_utterance`` is already held it is dropped (the utterance is ending anyway). With nothing
+  queued, it goes first like any control.
+
+:class:`OutputDecoder` turns decoded tokens back into a :class:`StepOutput`: words are released at spaces (a
+word split across ticks waits for its end), and a ``delegate`` / ``tool_call`` control is released with its
+payload.
 """
 
 from __future__ import annotations
@@ -207,21 +216,40 @@ class TickEncoder:
 
 
 class OutputPacker:
-    """Turns the oracle's per-tick :class:`StepOutput` into at most K output tokens (stateful FIFO)."""
+    """Turns the oracle's per-tick :class:`StepOutput` into at most K output tokens (stateful).
+
+    Controls first: a tick's control tokens (with their ``ARG`` payloads) open its slots, ahead of any text, so
+    text length never moves a control to a later tick. Text waits in its own FIFO and fills the slots left.
+    ``end_utterance`` (and a ``silence`` while text is still queued) *closes* the text queued before it: it is
+    held until the tick whose text slots release that text's last byte, goes ahead of that tick's text, and no later
+    text shares the tick. A ``silence`` while a close is already pending is dropped (the utterance is ending).
+    """
 
     def __init__(self, outputs_per_tick: int) -> None:
         self.k = outputs_per_tick
-        self.queue: deque[int] = deque()
+        self.controls: deque[int] = deque()
+        """Control tokens and payloads not yet emitted (only a payload longer than a tick spills over)."""
+        self.text: deque[int] = deque()
+        self.closing: deque[tuple[int, int]] = deque()
+        """Held closers: (control token, text bytes still to go before it), oldest first."""
 
     def pack(self, out: StepOutput) -> list[int]:
         """Queue this tick's output and return the tokens emitted for it (END-terminated when fewer than K)."""
         text = out.text.strip()
+        queued_before = len(self.text)
         if text:
-            self.queue.extend(text.encode("utf-8") + b" ")
+            self.text.extend(text.encode("utf-8") + b" ")
         for control in dict.fromkeys(out.controls):
             if control not in CONTROL:
                 raise LayoutError(f"controls: unknown control token {control!r}; expected one of {CONTROLS}")
-            self.queue.append(CONTROL[control])
+            if control == "end_utterance":
+                self.closing.append((CONTROL[control], len(self.text)))
+                continue
+            if control == "silence" and (self.closing or queued_before):
+                if not self.closing:
+                    self.closing.append((CONTROL[control], queued_before))
+                continue
+            self.controls.append(CONTROL[control])
             if control == "delegate":
                 payload = (out.delegate or "").encode("utf-8")
             elif control == "tool_call":
@@ -229,10 +257,20 @@ class OutputPacker:
                 payload = msgspec.json.encode({"name": call.name, "args": call.args} if call else {})
             else:
                 continue
-            self.queue.append(ARG)
-            self.queue.extend(payload)
-            self.queue.append(ARG_END)
-        tokens = [self.queue.popleft() for _ in range(min(self.k, len(self.queue)))]
+            self.controls.append(ARG)
+            self.controls.extend(payload)
+            self.controls.append(ARG_END)
+        tokens = [self.controls.popleft() for _ in range(min(self.k, len(self.controls)))]
+        room = self.k - len(tokens)
+        stop = len(self.text)  # text bytes this tick may release
+        while self.closing and self.closing[0][1] <= min(room - 1, stop):
+            token, left = self.closing.popleft()
+            tokens.append(token)
+            room -= 1
+            stop = left  # nothing past the closed text shares the tick
+        n = min(room, stop)
+        tokens += [self.text.popleft() for _ in range(n)]
+        self.closing = deque((t, left - n) for t, left in self.closing)
         if len(tokens) < self.k:
             tokens.append(END)
         return tokens

@@ -12,6 +12,7 @@ from model_streams import one_thread, step_inputs
 
 from microturn.model.config import ConfigError, ModelConfig, embedded, tiny
 from microturn.model.layout import (
+    CONTROL,
     DMEL,
     END,
     PATCH,
@@ -71,6 +72,33 @@ def test_layout_round_trips_oracle_outputs_through_k_slots():
     assert i_end >= i_word
     with pytest.raises(LayoutError, match="unknown control"):
         packer.pack(StepOutput(controls=["sing"]))
+
+
+def test_layout_puts_each_ticks_controls_first_and_holds_closers_behind_their_text():
+    packer, decoder = OutputPacker(6), OutputDecoder()
+    outs = [
+        StepOutput(text="extraordinarily", controls=["speak"]),  # 16 bytes: three ticks of text
+        StepOutput(controls=["speak"]),
+        StepOutput(text="long.", controls=["translate", "end_utterance"]),
+        StepOutput(controls=["silence"]),  # words still queued: held back, then dropped (the utterance ends)
+        StepOutput(controls=["backchannel"]),
+        StepOutput(controls=["silence"]),
+        StepOutput(controls=["silence"]),
+    ]
+    packed = [packer.pack(out) for out in outs]
+    decoded = [decoder.decode(tokens) for tokens in packed]
+    # a tick's controls open its slots however much text is queued
+    assert [t[0] for t in packed[:3]] == [CONTROL["speak"], CONTROL["speak"], CONTROL["translate"]]
+    assert [d.controls for d in decoded[:3]] == [["speak"], ["speak"], ["translate"]]
+    assert packed[4][0] == CONTROL["backchannel"] and decoded[4].controls[0] == "backchannel"
+    assert all(len(t) <= 6 and (len(t) == 6 or t[-1] == END) for t in packed)
+    # end_utterance goes out in the tick that releases the last word, and nothing after it shares the tick
+    i_end = next(i for i, d in enumerate(decoded) if "end_utterance" in d.controls)
+    assert decoded[i_end].text.endswith("long.") and packed[i_end][-2:] == [ord(" "), END]
+    assert " ".join(d.text for d in decoded if d.text) == "extraordinarily long."
+    # silence never shows while words are still queued, so it can never cut them
+    assert all("silence" not in d.controls for d in decoded[:i_end + 1])
+    assert decoded[-1].controls == ["silence"] and packed[-1] == [CONTROL["silence"], END]
 
 
 def test_tick_encoder_header_items_and_fifo_bound():
