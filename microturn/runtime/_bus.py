@@ -76,6 +76,17 @@ class Bus:
             if queue.blocking and len(queue.items) >= queue.maxlen:
                 await self._wait_for_room(data)
                 break
+        return self._deliver(message, source, data, control)
+
+    def publish_nowait(self, message: Message, source: str) -> Message:
+        """Stamp and deliver ``message`` at once, past any ``block`` bound: for the runtime's own last word
+        (``SessionEnded``), which must go out even while the session is failing."""
+        data, control = self._routes.get(type(message)) or self._route(type(message))
+        return self._deliver(message, source, data, control)
+
+    def _deliver(
+        self, message: Message, source: str, data: list[tuple[Mailbox, _Queue]], control: list[Mailbox]
+    ) -> Message:
         clock = self.clock
         self.seq = seq = self.seq + 1
         stamped = replace(message, stamp=Stamp(tick=clock.tick, seq=seq, source=source, time=clock.now()))

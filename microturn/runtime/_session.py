@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import trio
 import trio.testing
 
-from microturn.messages import Message, SessionEnded, SessionStarted, Stamp
+from microturn.messages import Message, SessionEnded, SessionStarted
 
 from ._actor import Actor, _root_cause, check_unique_names
 from ._bus import Bus
@@ -103,14 +103,8 @@ class Session:
 
     def _end(self, reason: str, error: str | None) -> None:
         """Publish ``SessionEnded`` without waiting (it must go out even while the session is failing)."""
-        clock = self.clock
-        self.bus.seq += 1
-        stamp = Stamp(tick=clock.tick, seq=self.bus.seq, source="session", time=clock.now())
-        message = SessionEnded(stamp=stamp, reason=reason, ticks=clock.tick, error=error)  # type: ignore[arg-type]
-        for tap in self.bus._taps:
-            tap(message)
-        for mailbox, queue in self.bus._route(SessionEnded)[0]:
-            mailbox.put(queue, message)
+        message = SessionEnded(reason=reason, ticks=self.clock.tick, error=error)  # type: ignore[arg-type]
+        self.bus.publish_nowait(message, "session")
 
 
 @asynccontextmanager
