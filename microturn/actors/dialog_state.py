@@ -17,12 +17,15 @@ speech carried text; audio without a transcript has no cues):
   after a full stop) -> ``thinking``: the turn is not over; ``yielding`` after ``end_of_turn_max`` of silence;
 - ends with "?", or its last sentence opens with a wh-word or an auxiliary (and has no final "." or "!")
   -> ``inviting`` at once;
+- ends a closed sentence ("." or "!") -> ``pausing``, then ``yielding`` after ``end_of_turn_closed`` of
+  silence (a finished statement needs less confirmation than a trailing fragment);
 - otherwise ``pausing``, then ``yielding`` after ``end_of_turn`` of silence.
 
 ``away`` after ``away`` ticks without speech from either side (silence while the assistant talks is listening).
 
 **Overlap.** Speech the user starts while the assistant is speaking is tentative (user ``speaking``, floor
-still the assistant's). If it lasts ``barge_in`` ticks, or its text exceeds ``backchannel_max_words`` words,
+still the assistant's). If it lasts ``barge_in`` ticks (``backchannel_max`` while its transcript so far is only
+backchannel words such as "yeah"), or its text exceeds ``backchannel_max_words`` words,
 the user is ``interrupting`` (until that stretch of speech ends) and takes the floor. If it stops earlier,
 while the assistant still speaks and within ``backchannel_max``, it was a backchannel: counted, the user is
 ``pausing`` (and stays so: a backchannel ends no turn) and the assistant keeps the floor. An interruption that stops within ``backchannel_max`` with no
@@ -71,6 +74,7 @@ def _ticks(seconds: float, period: float = 0.2) -> int:
 DEFAULT_SECONDS = {
     "onset": 0.4,
     "end_of_turn": 0.4,
+    "end_of_turn_closed": 0.2,
     "end_of_turn_max": 3.0,
     "barge_in": 0.5,
     "backchannel_max": 1.0,
@@ -87,10 +91,13 @@ class DialogTimings(msgspec.Struct, frozen=True, kw_only=True):
     """Consecutive active ticks before audio counts as speech (0.4 s -> 2)."""
     end_of_turn: int = _ticks(DEFAULT_SECONDS["end_of_turn"])
     """Silence after plain speech before the user is ``yielding`` (0.4 s -> 2)."""
+    end_of_turn_closed: int = _ticks(DEFAULT_SECONDS["end_of_turn_closed"])
+    """Silence after a closed sentence ("." or "!") before the user is ``yielding`` (0.2 s -> 1)."""
     end_of_turn_max: int = _ticks(DEFAULT_SECONDS["end_of_turn_max"])
     """The longest ``thinking`` pause before the user is ``yielding`` anyway (3 s -> 15)."""
     barge_in: int = _ticks(DEFAULT_SECONDS["barge_in"])
-    """Overlapping speech that makes the user ``interrupting`` (0.5 s -> 3)."""
+    """Overlapping speech that makes the user ``interrupting`` (0.5 s -> 3; backchannel words get
+    ``backchannel_max``; audio without a transcript first needs ``onset`` to count as speech at all)."""
     backchannel_max: int = _ticks(DEFAULT_SECONDS["backchannel_max"])
     """Overlapping speech shorter than this that stops is a backchannel (1 s -> 5)."""
     false_interruption: int = _ticks(DEFAULT_SECONDS["false_interruption"])
@@ -131,6 +138,12 @@ def text_cue(text: str) -> str:
     return "plain"
 
 
+def _closes(text: str) -> bool:
+    """Whether ``text`` ends with a finished sentence ("." or "!", not an ellipsis)."""
+    last = text.rstrip()
+    return last.endswith((".", "!")) and not last.endswith(("...", "\u2026"))
+
+
 class DialogSnapshot(NamedTuple):
     """One dialog state: (floor, user, assistant), as ``DialogState`` carries it."""
 
@@ -161,6 +174,7 @@ class DialogStateMachine:
         self._silence = 0  # ticks since the user's speech ended
         self._idle = 0  # ticks with neither side speaking
         self._cue = "none"  # how the last stretch of speech ended: none, plain, thinking, inviting, backchannel
+        self._closed = False  # the last stretch of speech ended a closed sentence
         self._after_interruption = False  # the last stretch was a short interruption without a cue
         self._turn_text = ""
         self._utterances: dict[int, int] = {}  # active utterance id -> generation
@@ -216,9 +230,13 @@ class DialogStateMachine:
     def _speaking(self) -> None:
         if self._overlap and self.assistant != "speaking":
             self._overlap = False  # the assistant stopped: the user simply has the turn now
+        words = _WORD.findall(self._run_text.lower())
+        # Words that could be an "mm-hm" get until backchannel_max to show they are more; anything else
+        # (audio alone, or a word that is no backchannel) interrupts after barge_in.
+        acknowledging = bool(words) and all(w in BACKCHANNEL_WORDS for w in words)
         if self._overlap and (
-            self._run >= self.timings.barge_in
-            or len(_WORD.findall(self._run_text.lower())) > self.backchannel_max_words
+            self._run >= (self.timings.backchannel_max if acknowledging else self.timings.barge_in)
+            or len(words) > self.backchannel_max_words
         ):
             self._overlap, self._interrupted = False, True
             self.interruptions += 1
@@ -235,6 +253,7 @@ class DialogStateMachine:
             self._cue = "backchannel"
             return
         self._cue = text_cue(self._turn_text) if self._run_text.strip() else "plain"
+        self._closed = self._cue == "plain" and bool(self._run_text.strip()) and _closes(self._turn_text)
         self._after_interruption = self._interrupted and short and self._cue == "plain"
         self.false_interruptions += self._after_interruption
 
@@ -251,7 +270,8 @@ class DialogStateMachine:
         elif self._cue == "inviting":
             self.user = "inviting"
         else:
-            wait = t.false_interruption if self._after_interruption else t.end_of_turn
+            wait = (t.false_interruption if self._after_interruption
+                    else t.end_of_turn_closed - 1 if self._closed else t.end_of_turn)
             self.user = "pausing" if self._silence < wait else "yielding"
 
     # --- the assistant side, on events ---------------------------------------------------------------------

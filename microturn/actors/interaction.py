@@ -22,10 +22,10 @@ Protocol (who publishes what, when):
   :class:`ContextPackage` (recent transcript, what the user heard, the dialog state, the tool names);
   ``StepOutput.tool_call`` -> ``ToolCall(call_id="{name}-{n}", name, args)``; both carry the generation.
 
-Modes: in **lockstep** the step runs inline in the ``InputChunk`` handler (``await session.step``), which
-holds the session clock, so outcomes never depend on machine speed. A ``DialogState`` derived from chunk k is
-published after that chunk, so the step for chunk k sees the dialog state of chunk k-1 (one tick of lag; the
-barge-in cut itself is immediate, on the ``DialogState``). In **realtime** the step runs as owned work, in a
+Modes: in **lockstep** the step runs as owned work that starts once the session has settled after the chunk,
+and holds the session clock while it steps, so outcomes never depend on machine speed; by then the
+``DialogState`` derived from chunk k has arrived, so the step for chunk k sees it (no tick of lag between
+what the user did and what the model knows). In **realtime** the step runs as owned work, in a
 worker thread for ``blocking`` sessions, so a step that overruns the tick never blocks the loop; chunks that
 arrive meanwhile are coalesced (texts joined, media concatenated, the latest speech probability kept) into
 the next step, and there is never more than one step in flight. That task is not tagged with a generation:
@@ -151,8 +151,6 @@ class InteractionActor(Actor):
     async def handle(self, message: object) -> None:
         """Step on input chunks; buffer the other input streams; cut the current utterance on a barge-in."""
         match message:
-            case InputChunk() if not self.realtime:
-                await self._step([message])  # lockstep: inline, under this handler's baton (and clock hold)
             case InputChunk():
                 self.pending.append(message)
                 if not self.stepping:
@@ -180,12 +178,23 @@ class InteractionActor(Actor):
     # --- stepping -------------------------------------------------------------------------------------------
 
     async def _step_loop(self) -> None:
-        """Realtime: run steps one at a time, coalescing the chunks that queued while one was in flight."""
+        """Run steps one at a time, coalescing the chunks that queued while one was in flight (realtime).
+
+        In lockstep this owned work starts once the session has settled after the chunk (see ``spawn``), so
+        the step sees the dialog state derived from this very chunk; it holds the clock while it steps, so no
+        session time passes while a model answers (a thread, an HTTP server)."""
+        clock = None if self.realtime else self.session.clock
         try:
             while self.pending:
                 chunks, self.pending = self.pending, []
                 self.coalesced += len(chunks) - 1
-                await self._step(chunks)
+                if clock is not None:
+                    clock.hold()
+                try:
+                    await self._step(chunks)
+                finally:
+                    if clock is not None:
+                        clock.release()
         finally:
             self.stepping = False
             if self.stopping:

@@ -44,7 +44,8 @@ def _feed(machine: DialogStateMachine, probs: Sequence[float], text: str = "") -
 
 def test_default_timings_are_the_documented_seconds_at_200_ms() -> None:
     t = DialogTimings()
-    assert (t.onset, t.end_of_turn, t.end_of_turn_max, t.barge_in, t.backchannel_max) == (2, 2, 15, 3, 5)
+    assert (t.onset, t.end_of_turn, t.end_of_turn_closed, t.end_of_turn_max, t.barge_in, t.backchannel_max) == (
+        2, 2, 1, 15, 3, 5)
     assert (t.false_interruption, t.away) == (10, 75)
     assert DialogTimings.from_seconds() == t
     fast = DialogTimings.from_seconds(0.1, away=1.0)
@@ -119,6 +120,25 @@ def test_a_question_invites_at_once() -> None:
     m.step(QUIET, "what time is it?")  # a text console: typed text is speech for that tick
     assert m.user == "speaking"
     assert m.step(QUIET) == ("none", "inviting", "silent")
+
+
+def test_a_closed_sentence_yields_at_the_first_silent_tick() -> None:
+    m = DialogStateMachine()
+    m.step(SPEECH, "I would like the soup.")
+    assert m.step(QUIET) == ("none", "yielding", "silent")  # a finished statement needs no second tick
+    m = DialogStateMachine()
+    m.step(SPEECH, "I would like the soup")  # a fragment: the ordinary end_of_turn wait
+    assert [s.user for s in _feed(m, [QUIET, QUIET])] == ["pausing", "yielding"]
+
+
+def test_backchannel_words_get_until_backchannel_max_before_they_barge_in() -> None:
+    m = DialogStateMachine()
+    m.assistant_started(1, generation=1)
+    states = _feed(m, [SPEECH] * 4 + [QUIET], "yeah")
+    assert [s.user for s in states] == ["speaking"] * 4 + ["pausing"]  # audio alone would barge in at tick 3
+    assert (m.backchannels, m.interruptions) == (1, 0)
+    states = _feed(m, [SPEECH] * 5, "mm-hm")
+    assert states[-1].user == "interrupting"  # but not for ever
 
 
 def test_audio_without_text_has_no_cues() -> None:
