@@ -365,12 +365,15 @@ class InteractionModel(nn.Module):
         return ModelOutput(F.linear(h, self.head), h, torch.stack(lbs).mean())
 
     def loss(self, tokens: torch.Tensor, target_mask: torch.Tensor, dmel: torch.Tensor | None = None,
-             patches: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             patches: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+             ) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss: next-token cross-entropy on positions where ``target_mask`` [B, T] is True (the
-        output tokens, predicted from the position before), plus ``lb_coef`` times the load-balance loss."""
+        output tokens, predicted from the position before), plus ``lb_coef`` times the load-balance loss.
+        ``targets`` [B, T] (default ``tokens``) are the tokens to predict when the input ``tokens`` were
+        perturbed (context noise: the model learns to recover from its own earlier mistakes)."""
         out = self(tokens, dmel, patches)
         logits = out.logits[:, :-1]
-        targets = tokens[:, 1:]
+        targets = (tokens if targets is None else targets)[:, 1:]
         mask = target_mask[:, 1:]
         ce = F.cross_entropy(logits[mask], targets[mask]) if mask.any() else logits.sum() * 0
         total = ce + self.cfg.lb_coef * out.lb_loss

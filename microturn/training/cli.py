@@ -64,6 +64,9 @@ def _register_train(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--session-ticks", type=int, default=1000, metavar="N",
                        help="also run the first N held-out ticks through free-running greedy sessions "
                        "(the inference path; ~20-40 ms a tick on CPU; 0: skip; default 1000)")
+    train.add_argument("--context-noise", type=float, default=0.0, metavar="F",
+                       help="fraction of output tokens in the context replaced by random ones, targets kept "
+                       "(robustness to the model's own mistakes; default 0)")
     train.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
     train.add_argument("--resume", action="store_true", help="continue the run saved beside --out")
     train.set_defaults(fn=train_command)
@@ -133,7 +136,8 @@ def train_command(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(config=args.config, steps=args.steps, batch=args.batch, lr=args.lr, warmup=args.warmup,
                       seed=args.seed, seq_len=args.seq_len, minutes=args.minutes, save_every=args.save_every,
-                      eval_windows=args.eval_windows, session_ticks=args.session_ticks)
+                      eval_windows=args.eval_windows, session_ticks=args.session_ticks,
+                      context_noise=args.context_noise)
     try:
         cfg.validate()
         if args.threads is not None:

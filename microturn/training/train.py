@@ -71,6 +71,9 @@ class TrainConfig:
     """Held-out windows to evaluate (0: all)."""
     session_ticks: int = 0
     """Held-out ticks to run through free-running greedy sessions (:func:`evaluate_sessions`; 0: none)."""
+    context_noise: float = 0.0
+    """Fraction of the output tokens in the context replaced by a random output token (the targets stay the
+    oracle's): a cheap guard against exposure bias, since a session's context holds its own outputs."""
 
     def validate(self) -> None:
         """Raise :class:`TrainError` naming the first bad field."""
@@ -89,6 +92,8 @@ class TrainConfig:
             raise TrainError("seq_len: expected 0 (automatic) or ≥ 2, got 1")
         if not 0 <= self.min_lr_ratio <= 1:
             raise TrainError(f"min_lr_ratio: expected a value in [0, 1], got {self.min_lr_ratio!r}")
+        if not 0 <= self.context_noise < 1:
+            raise TrainError(f"context_noise: expected a fraction in [0, 1), got {self.context_noise!r}")
         if self.minutes is not None and not self.minutes > 0:
             raise TrainError(f"minutes: expected a positive number, got {self.minutes!r}")
 
@@ -227,6 +232,19 @@ def evaluate_sessions(model: InteractionModel, dialogs: Iterable[Sequence[TickEx
             "session_text_agreement": text / n}
 
 
+def _perturb(tokens: torch.Tensor, target_mask: torch.Tensor, rate: float, output_ids: torch.Tensor) -> torch.Tensor:
+    """``tokens`` with a ``rate`` fraction of the output positions replaced by random output tokens (drawn from
+    torch's global generator, which the training state saves, so a resumed run draws the same)."""
+    if rate <= 0:
+        return tokens
+    hit = target_mask & (torch.rand(tokens.shape) < rate)
+    if not hit.any():
+        return tokens
+    out = tokens.clone()
+    out[hit] = output_ids[torch.randint(len(output_ids), (int(hit.sum()),))]
+    return out
+
+
 class _Progress:
     """A progress line on stderr: redrawn on a terminal, one line every ``every`` seconds otherwise."""
 
@@ -333,6 +351,7 @@ def train(
                 "step": step, "epoch": epoch, "index": index, "seconds": seconds, "tokens": tokens,
                 "losses": losses, "rng": torch.get_rng_state(), "metrics": metrics or {}}
 
+    output_ids = torch.tensor(sorted(OUTPUT_TOKENS))
     budget = None if cfg.minutes is None else cfg.minutes * 60.0
     bar = _Progress(cfg.steps, budget, progress)
     first_step, started = step, time.perf_counter()
@@ -349,7 +368,8 @@ def train(
             break
         t0 = time.perf_counter()
         batch, epoch, index = corpus.batch_at(cfg.seed, epoch, index, cfg.batch)
-        loss, parts = model.loss(batch.tokens, batch.target_mask, batch.dmel, batch.patches)
+        inputs = _perturb(batch.tokens, batch.target_mask, cfg.context_noise, output_ids)
+        loss, parts = model.loss(inputs, batch.target_mask, batch.dmel, batch.patches, targets=batch.tokens)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
