@@ -66,12 +66,13 @@ class AbortRequest(msgspec.Struct, kw_only=True):
     abort_all: bool = False
 
 
-class SessionParams(msgspec.Struct, kw_only=True):
-    """``session_params`` of a ``/generate``: which session, and (non-streaming sessions) which turn to extend.
-    ``replace``, ``offset`` and ``drop_previous_output`` rewrite history: streaming sessions refuse them."""
+class SessionParams(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``session_params`` of a ``/generate``: which session, and the previous turn's id (``rid``: sent as null
+    on the first turn). ``replace``, ``offset`` and ``drop_previous_output`` rewrite history: streaming sessions
+    refuse them."""
 
     id: str
-    rid: str | None = None
+    rid: str | None | msgspec.UnsetType = msgspec.UNSET
     offset: int | None = None
     replace: bool | None = None
     drop_previous_output: bool | None = None
