@@ -308,8 +308,7 @@ class SglangSession:
         self.spec = spec
         self.k = k
         self.mode = backend.mode
-        self.realtime = backend.realtime if backend.realtime is not None else not isinstance(
-            trio.lowlevel.current_clock(), trio.testing.MockClock)
+        self.realtime = backend.realtime if backend.realtime is not None else not _virtual_time()
         self.deadline = backend.deadline
         self.encoder = TickEncoder(backend.max_input_tokens)
         self.decoder = OutputDecoder()
@@ -520,15 +519,19 @@ class SglangBackend:
             client, self.client = self.client, None
             await client.aclose()
 
-    def _timeout(self, session: SglangSession | None) -> float | None:
-        lockstep = session is not None and not session.realtime
-        return None if lockstep else self.request_timeout  # no trio deadline under a MockClock (autojump)
+    def _timeout(self, session: SglangSession | None = None, seconds: float | None = None) -> float | None:
+        """No timeout at all under a MockClock: its autojump would fire any trio deadline at once while the
+        reply is on its way (lockstep sessions hold the session clock instead)."""
+        if _virtual_time() or (session is not None and not session.realtime):
+            return None
+        return self.request_timeout if seconds is None else seconds
 
     async def _post(self, path: str, body: Any, timeout: float | None) -> httpx.Response:
         client = await self._client()
         try:
             response = await client.post(self.url + path, content=msgspec.json.encode(body),
-                                         headers={"content-type": "application/json"}, timeout=timeout)
+                                         headers={"content-type": "application/json"},
+                                         timeout=self._timeout(seconds=timeout))
         except httpx.HTTPError as exc:
             raise SglangError(f"{path}: cannot reach the server at {self.url} ({type(exc).__name__}: {exc})") from exc
         if 400 <= response.status_code < 500:
@@ -541,7 +544,7 @@ class SglangBackend:
         if self._info is None:
             client = await self._client()
             try:
-                r = await client.get(self.url + "/get_model_info", timeout=self.request_timeout)
+                r = await client.get(self.url + "/get_model_info", timeout=self._timeout())
                 self._info = r.json() if r.status_code == 200 else {}
             except (httpx.HTTPError, ValueError):
                 self._info = {}
@@ -620,6 +623,10 @@ class SglangBackend:
         if self._own_client and self.client is not None:
             client, self.client = self.client, None
             await client.aclose()
+
+
+def _virtual_time() -> bool:
+    return isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
 
 
 def _error_message(response: httpx.Response) -> str:
