@@ -28,6 +28,7 @@ import base64
 import binascii
 import contextlib
 import math
+import signal
 import threading
 import time
 import uuid
@@ -619,8 +620,9 @@ def serve_in_thread(server: ModelServer, host: str = "127.0.0.1", port: int = 0)
 def serve(checkpoint: str | Path | None = None, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           config: str = "embedded", workers: int = 1, threads: int | None = 1,
           on_ready: Callable[[str], None] | None = None) -> None:
-    """Load the model and serve it until interrupted (``microturn serve``). ``on_ready(url)`` is called once
-    listening; ``threads`` sets torch's intra-op threads (None leaves it)."""
+    """Load the model and serve it until SIGINT (Ctrl-C) or SIGTERM, then shut down gracefully (``microturn
+    serve``; main thread only). ``on_ready(url)`` is called once listening; ``threads`` sets torch's intra-op
+    threads (None leaves it)."""
     if threads is not None:
         import torch
 
@@ -629,10 +631,12 @@ def serve(checkpoint: str | Path | None = None, *, host: str = "127.0.0.1", port
     server = ModelServer(model, name=name, workers=workers)
 
     async def main() -> None:
-        async with open_server(server, host, port) as url:
-            if on_ready is not None:
-                on_ready(url)
-            await trio.sleep_forever()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with open_server(server, host, port) as url:
+                if on_ready is not None:
+                    on_ready(url)
+                async for signum in signals:  # Ctrl-C or SIGTERM: a graceful shutdown
+                    log.info("serve_stopping", signal=signal.Signals(signum).name)
+                    break
 
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(main)
+    trio.run(main)
