@@ -35,8 +35,8 @@ except ImportError:  # running from a checkout that is not installed
 
 import torch
 import trio
-
 from _common import cpu_name, percentile, quiet_logging
+
 from microturn.messages import DialogState, InputChunk
 from microturn.model.config import PRESETS
 from microturn.model.local import LocalBackend, save_checkpoint

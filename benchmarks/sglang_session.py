@@ -22,6 +22,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 try:
@@ -30,6 +31,7 @@ except ImportError:  # running from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import percentile, quiet_logging
+
 from microturn.model.sglang import SglangBackend
 from microturn.scenarios.runner import MODEL_ARGUMENT, MODELS, run_scenario
 
@@ -39,11 +41,11 @@ LIBRARY = Path(__file__).resolve().parents[1] / "microturn" / "scenarios" / "lib
 @contextlib.contextmanager
 def local_server() -> Iterator[str]:
     """``microturn serve`` on a tiny untrained model, in a background thread (the smoke test's stand-in)."""
+    import torch
+
     from microturn.model.config import tiny
     from microturn.model.local import LocalBackend
     from microturn.serve import ModelServer, serve_in_thread
-
-    import torch
 
     torch.set_num_threads(1)  # decode is thousands of tiny ops: one thread is faster
     with serve_in_thread(ModelServer(LocalBackend.random(tiny(), seed=0).model, name="untrained:tiny")) as url:
@@ -78,8 +80,8 @@ def main() -> None:
         raise SystemExit("no turn completed")
     latencies = [t.latency_s for t in turns]
     server_s = [t.server_s for t in turns if t.server_s is not None]
-    consistent = all(b.cached_tokens == a.prompt_tokens + a.completion_tokens for a, b in zip(turns, turns[1:]))
-    growth = [(b.cached_tokens - a.cached_tokens) for a, b in zip(turns, turns[1:])]
+    consistent = all(b.cached_tokens == a.prompt_tokens + a.completion_tokens for a, b in pairwise(turns))
+    growth = [(b.cached_tokens - a.cached_tokens) for a, b in pairwise(turns)]
     figures = {
         "url": url if args.url else "microturn-serve(untrained tiny)",
         "mode": args.mode,

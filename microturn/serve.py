@@ -516,7 +516,7 @@ class ModelServer:
             async with send:
                 try:
                     await send.send(("done", await self._run(req, session, chunk, rid, on_token, turn)))
-                except Exception as exc:  # reported to the client as an error event
+                except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
                     await send.send(("error", str(exc)))
 
         session.inflight = turn  # claimed now: a second request is refused from this moment

@@ -650,13 +650,13 @@ async def open_sglang_backend(url: str, *, transport: httpx.AsyncBaseTransport |
     """An :class:`SglangBackend` holding one HTTP client and the nursery its in-flight requests run in (needed
     for realtime deadlines); leaving the block closes its sessions and the client."""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=url, transport=transport, limits=limits) as client:
-        async with trio.open_nursery() as nursery:
-            backend = SglangBackend(url, client=client, nursery=nursery, **options)
-            try:
-                yield backend
-            finally:
-                with trio.CancelScope(shield=True):
-                    await backend.aclose()
-                nursery.cancel_scope.cancel()
+    async with httpx.AsyncClient(base_url=url, transport=transport, limits=limits) as client, \
+            trio.open_nursery() as nursery:
+        backend = SglangBackend(url, client=client, nursery=nursery, **options)
+        try:
+            yield backend
+        finally:
+            with trio.CancelScope(shield=True):
+                await backend.aclose()
+            nursery.cancel_scope.cancel()
 

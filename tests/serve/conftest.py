@@ -13,11 +13,11 @@ torch = pytest.importorskip("torch")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
 
-from model_streams import one_thread  # noqa: E402
+from model_streams import one_thread
 
-from microturn.model.config import tiny  # noqa: E402
-from microturn.model.local import LocalBackend  # noqa: E402
-from microturn.serve import ModelServer, open_server  # noqa: E402
+from microturn.model.config import tiny
+from microturn.model.local import LocalBackend
+from microturn.serve import ModelServer, open_server
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
