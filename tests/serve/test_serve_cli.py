@@ -120,3 +120,21 @@ def test_chat_talks_to_a_server_with_url(tiny_backend):
         assert proc.returncode == 0, err
         assert "you: hello there" in out
         assert server.requests > 0 and server.stats()["sessions"] == 0  # opened, stepped, closed
+
+
+NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # as without the torch extra
+from microturn.model.sglang import SglangBackend, open_sglang_backend, TextBridge
+import microturn.serve, microturn.serve_cli
+from microturn.cli import main
+SglangBackend("http://127.0.0.1:1", mode="text")
+sys.exit(main(["serve", "--port", "0"]))
+"""
+
+
+def test_the_client_needs_no_torch_and_serve_says_what_it_needs():
+    out = subprocess.run([sys.executable, "-c", NO_TORCH], check=False, capture_output=True, text=True, env=ENV,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "needs torch" in out.stderr

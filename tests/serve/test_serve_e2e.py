@@ -10,6 +10,8 @@ import pytest
 import trio
 from model_streams import step_inputs
 
+torch = pytest.importorskip("torch")
+
 import microturn
 from microturn.cli import main
 from microturn.model.local import LocalBackend, save_checkpoint

@@ -15,6 +15,8 @@ import pytest
 import trio
 from model_streams import step_inputs
 
+torch = pytest.importorskip("torch")
+
 from microturn.model.layout import DMEL, TickEncoder
 from microturn.model.local import LocalSession
 from microturn.model.protocol import ModelSpec
