@@ -639,4 +639,17 @@ def serve(checkpoint: str | Path | None = None, *, host: str = "127.0.0.1", port
                     log.info("serve_stopping", signal=signal.Signals(signum).name)
                     break
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:  # one failure (a port in use) raises as itself, not wrapped
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out

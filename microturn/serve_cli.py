@@ -183,6 +183,11 @@ def sglang_up_command(args: argparse.Namespace) -> int:
         return 2
     url = f"http://{args.host}:{args.port}"
     command = sglang_command(args.model_path, host=args.host, port=args.port, extra=args.extra or ())
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the server too, through the same clean path as Ctrl-C
+
+    signal.signal(signal.SIGTERM, terminated)
     print(f"starting: {' '.join(command)}", flush=True)
     try:
         return launch_and_wait(command, url, timeout=args.timeout,

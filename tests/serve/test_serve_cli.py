@@ -138,3 +138,13 @@ def test_the_client_needs_no_torch_and_serve_says_what_it_needs():
                          cwd=ROOT, timeout=120)
     assert out.returncode == 2, out.stderr
     assert "needs torch" in out.stderr
+
+
+def test_microturn_serve_on_a_port_in_use_says_so():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "microturn.cli", "serve", "--port", str(port), "--config", "tiny"],
+                             check=False, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "Address already in use" in out.stderr

@@ -139,12 +139,15 @@ async def test_an_idle_session_is_freed_after_its_timeout(url, server, clock):
     chunks = _chunks(server, 3)
     async with httpx.AsyncClient(base_url=url) as c:
         idle, busy = await _open(c, timeout=10), await _open(c, timeout=10)
+        cache = weakref.ref(server.sessions[idle].kv)
         clock.advance(6)
         assert (await c.post("/generate", json=_body(busy, chunks[0]))).status_code == 200
         clock.advance(6)  # idle: 12 s without a request; busy: 6 s
         health = (await c.get("/health")).json()
         assert idle not in health["session_memory_bytes"] and busy in health["session_memory_bytes"]
         assert health["timed_out"] == 1
+        gc.collect()
+        assert cache() is None  # the timed-out session's cache is gone
         r = await c.post("/generate", json=_body(idle, chunks[1]))
         assert r.status_code == 400 and idle in r.json()["error"]["message"]
         clock.advance(11)
