@@ -11,7 +11,7 @@ share where it says) and how ``meta_info.cached_tokens`` grows tick by tick: wit
 equal the previous turn's prompt + completion every tick (``cached_equals_previous_total``), i.e. the server
 reuses the session's KV cache and never re-prefills the history.
 
-Without ``--url`` (``--quick``: the smoke test) it starts ``microturn serve`` in process on a tiny untrained
+Without ``--url`` (``--quick``: the smoke test) it starts ``microturn serve`` (a subprocess) on a tiny untrained
 model and runs against that. The last printed line is one JSON object.
 """
 
@@ -40,16 +40,22 @@ LIBRARY = Path(__file__).resolve().parents[1] / "microturn" / "scenarios" / "lib
 
 @contextlib.contextmanager
 def local_server() -> Iterator[str]:
-    """``microturn serve`` on a tiny untrained model, in a background thread (the smoke test's stand-in)."""
-    import torch
+    """``microturn serve`` on a tiny untrained model, as its own process (the smoke test's stand-in)."""
+    import tempfile
+
+    from serve import start_server
 
     from microturn.model.config import tiny
-    from microturn.model.local import LocalBackend
-    from microturn.serve import ModelServer, serve_in_thread
+    from microturn.model.local import LocalBackend, save_checkpoint
 
-    torch.set_num_threads(1)  # decode is thousands of tiny ops: one thread is faster
-    with serve_in_thread(ModelServer(LocalBackend.random(tiny(), seed=0).model, name="untrained:tiny")) as url:
-        yield url
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = save_checkpoint(LocalBackend.random(tiny(), seed=0).model, Path(tmp) / "tiny.pt")
+        proc, url = start_server(checkpoint)
+        try:
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(30)
 
 
 def main() -> None:
