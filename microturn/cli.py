@@ -1,4 +1,4 @@
-"""The ``microturn`` command line: ``demo``, ``chat``, ``replay``, ``show``."""
+"""The ``microturn`` command line: ``demo``, ``chat``, ``replay``, ``show``, ``run``, ``serve``, ``sglang-up`` ...."""
 
 from __future__ import annotations
 
@@ -85,17 +85,28 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from microturn.actors.output_mixer import OutputMixer
     from microturn.console import ConsoleActor, Screen, run_chat
 
-    def build(screen: Screen) -> list:
+    def build(screen: Screen, backend: object = None) -> list:
         return [
             ClockActor(),
             PerceptionActor(),
             DialogStateActor(),
-            InteractionActor(),
+            InteractionActor(backend),  # type: ignore[arg-type]
             OutputMixer(),
             ConsoleActor(screen),
         ]
 
-    trio.run(lambda: run_chat(build, tick_period=args.tick_ms / 1000))
+    if not args.url:
+        trio.run(lambda: run_chat(build, tick_period=args.tick_ms / 1000))
+        return 0
+
+    async def with_server() -> None:
+        from microturn.model.sglang import open_sglang_backend
+
+        mode = "text" if args.text_bridge else "native"
+        async with open_sglang_backend(args.url, mode=mode, deadline=0.75 * args.tick_ms / 1000) as backend:
+            await run_chat(lambda screen: build(screen, backend), tick_period=args.tick_ms / 1000)
+
+    trio.run(with_server)
     return 0
 
 
@@ -177,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", help="a live full-duplex text session in this terminal (realtime)")
     chat.add_argument("--tick-ms", type=_positive_float, default=200.0, help="micro-turn length in ms (default 200)")
+    chat.add_argument("--url", metavar="URL", help="talk to the model in this server (an sglang server with "
+                      "--enable-streaming-session, or `microturn serve`) instead of the scripted policy")
+    chat.add_argument("--text-bridge", action="store_true", help="with --url: a text-only model, through the text "
+                      "bridge")
     chat.set_defaults(fn=_cmd_chat)
 
     rep = sub.add_parser("replay", help="replay a recording and compare every message; exit 1 on divergence")
@@ -187,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     from microturn.scenarios.cli import register as register_run
 
     register_run(sub)
+
+    from microturn.serve_cli import register as register_serve
+
+    register_serve(sub)
 
     from microturn.training.cli import register as register_corpus
 

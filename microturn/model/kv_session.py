@@ -17,6 +17,7 @@ only predict the next TICK), which saves one forward per tick and leaves the seq
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from .layout import END, OUTPUT_TOKENS, EncodedTick, OutputDecoder, TickEncoder
 from .protocol import StepInput, StepOutput
 from .torch_model import InteractionModel
 
-__all__ = ["KVSession", "LayerCache", "SessionError", "SessionSnapshot"]
+__all__ = ["KVSession", "LayerCache", "SessionError", "SessionSnapshot", "TurnMark"]
 
 
 class SessionError(RuntimeError):
@@ -75,6 +76,17 @@ class LayerCache:
     def memory_bytes(self) -> int:
         """Bytes held by this layer's keys, values and block table."""
         return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.table))
+
+
+@dataclass(frozen=True)
+class TurnMark:
+    """Where a session stood before a turn (:meth:`KVSession.mark`): what :meth:`KVSession.rollback` needs to
+    undo that turn. Cheap: no tensor is copied (see :meth:`KVSession.rollback` for why none has to be)."""
+
+    length: int
+    carry: int | None
+    ticks: int
+    rng: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -171,14 +183,26 @@ class KVSession:
 
     def step_tokens(self, step_input: StepInput) -> list[int]:
         """Append one tick's inputs and decode its output tokens (up to K, ending early at END)."""
-        enc = self.encoder.encode(step_input)
+        return self.step_encoded(self.encoder.encode(step_input))
+
+    def step_encoded(self, enc: EncodedTick, max_new_tokens: int | None = None,
+                     on_token: Callable[[int], None] | None = None) -> list[int]:
+        """Append an already encoded tick (a :class:`TickEncoder` chunk, without the carried token: it is
+        prepended here) and decode up to ``max_new_tokens`` (default K) outputs, ending early at END: the
+        server side of a step, whose client owns the encoder. ``on_token(token)`` is called after each
+        decoded token; an exception from it ends the turn half-way (undo it with :meth:`rollback`)."""
+        limit = self.cfg.outputs_per_tick if max_new_tokens is None else max_new_tokens
+        if limit < 1:
+            raise SessionError(f"max_new_tokens: expected ≥ 1, got {limit}")
         chunk = EncodedTick(([self.carry] if self.carry is not None else []) + enc.tokens, enc.dmel, enc.patches)
         logits = self.append(chunk)[-1]
         out: list[int] = []
         while True:
             token = self._pick(logits)
             out.append(token)
-            if token == END or len(out) == self.cfg.outputs_per_tick:
+            if on_token is not None:
+                on_token(token)
+            if token == END or len(out) == limit:
                 break
             logits = self.append(EncodedTick([token]))[-1]
         self.carry = out[-1]
@@ -190,6 +214,32 @@ class KVSession:
         return self.decoder.decode(self.step_tokens(step_input))
 
     # --- state -----------------------------------------------------------------------------------------------
+
+    def mark(self) -> TurnMark:
+        """The position to :meth:`rollback` to if the next turn fails or is aborted."""
+        return TurnMark(self.length, self.carry, self.ticks, self.generator.get_state())
+
+    def rollback_room(self) -> int:
+        """The most positions a turn may write and still be undone by :meth:`rollback`: a ring of R blocks
+        holds position p in slot p mod (R*block_size), so a turn's write at p lands on p - R*block_size,
+        which the next query (at the rolled-back length L, seeing [L - window + 1, L]) must not need."""
+        rings = [c.n_blocks * c.block_size for c in self.caches if c.ring]
+        return min(rings) - self.cfg.window + 1 if rings else 1 << 62
+
+    def rollback(self, mark: TurnMark) -> None:
+        """Undo the turns after ``mark`` (a failed or aborted one), bit for bit, without copying the cache:
+        positions at or past ``mark.length`` are simply written again by the next turn (global layers hold
+        each position in its own slot), and the ring of the local layers is sized window + max chunk + one
+        block, so a turn writing at most :meth:`rollback_room` positions never overwrote a key the window
+        still needs. Raises :class:`SessionError` if the turn wrote more than that."""
+        written = self.length - mark.length
+        if written < 0:
+            raise SessionError(f"rollback: the mark (length {mark.length}) is ahead of the session ({self.length})")
+        if written > self.rollback_room():
+            raise SessionError(f"rollback: the turn wrote {written} positions, more than the {self.rollback_room()} "
+                               "the local layers' ring can undo; restore a snapshot instead")
+        self.length, self.carry, self.ticks = mark.length, mark.carry, mark.ticks
+        self.generator.set_state(mark.rng)
 
     def snapshot(self) -> SessionSnapshot:
         """A deep copy of the whole session state (cache, position, carry, stream state, sampler)."""

@@ -31,8 +31,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument(
         "--model",
         metavar="NAME",
-        help="the interaction backend: scripted, or local:CHECKPOINT for a trained model (default: each scenario's)",
+        help="the interaction backend: scripted, local:CHECKPOINT for a trained model, sglang (or sglang-text: "
+        "through the text bridge) with --url for a model server (default: each scenario's)",
     )
+    run.add_argument("--url", metavar="URL", help="the model server of --model sglang / sglang-text "
+                     "(an sglang server with --enable-streaming-session, or `microturn serve`)")
     run.add_argument("--record", metavar="FILE", help="write the session's recording (one scenario)")
     run.add_argument("--report", metavar="FILE.html", help="write an HTML report (one scenario)")
     run.add_argument("--wav", metavar="FILE", help="write the session's audio as a stereo WAV (one scenario)")
@@ -64,6 +67,12 @@ def run_command(args: argparse.Namespace) -> int:
     from .runner import SuiteResult, format_result, format_suite, run_scenario, run_suite
 
     files = list(args.scenarios or [])
+    url = getattr(args, "url", None)
+    if url:
+        if not args.model or args.model.partition(":")[0] not in ("sglang", "sglang-text") or ":" in args.model:
+            print("error: --url goes with --model sglang or --model sglang-text", file=sys.stderr)
+            return 2
+        args.model = f"{args.model}:{url}"
     single_only = [flag for flag in ("record", "report", "wav") if getattr(args, flag, None)]
     if args.suite and files:
         print("error: give scenario files or --suite DIR, not both", file=sys.stderr)

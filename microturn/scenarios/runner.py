@@ -77,15 +77,38 @@ def _local(options: dict[str, Any]) -> Any:
     return LocalBackend(checkpoint, **options)
 
 
-MODELS: dict[str, Callable[[dict[str, Any]], Any]] = {"scripted": _scripted, "local": _local}
+def _sglang(mode: str) -> Callable[[dict[str, Any]], Any]:
+    def make(options: dict[str, Any]) -> Any:
+        url = options.pop("url", None)
+        if not url:
+            raise ValueError(f"the {'sglang' if mode == 'native' else 'sglang-text'} model needs a server URL: "
+                             "--model sglang --url URL, --model sglang:URL, or [model] options.url")
+        from microturn.model.sglang import SglangBackend
+
+        return SglangBackend(url, mode=mode, **options)
+
+    return make
+
+
+MODELS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "scripted": _scripted,
+    "local": _local,
+    "sglang": _sglang("native"),
+    "sglang-text": _sglang("text"),
+}
 """Interaction backends by name: each makes a backend from the scenario's ``[model] options``. A name may
-carry its checkpoint after a colon: ``local:PATH``."""
+carry its argument after a colon: ``local:PATH`` (the checkpoint), ``sglang:URL`` / ``sglang-text:URL`` (an
+sglang or ``microturn serve`` server; ``sglang-text`` goes through the text bridge)."""
+
+MODEL_ARGUMENT = {"local": "checkpoint", "sglang": "url", "sglang-text": "url"}
+"""Which option the part after ``NAME:`` sets."""
 
 
 def _model_name(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"local:PATH"`` -> ``("local", {"checkpoint": "PATH"})``; a plain name has no options."""
-    name, sep, checkpoint = spec.partition(":")
-    return name, ({"checkpoint": checkpoint} if sep else {})
+    """``"local:PATH"`` -> ``("local", {"checkpoint": "PATH"})``, ``"sglang:URL"`` -> ``("sglang", {"url":
+    "URL"})``; a plain name has no options."""
+    name, sep, argument = spec.partition(":")
+    return name, ({MODEL_ARGUMENT.get(name, "checkpoint"): argument} if sep else {})
 
 
 def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:

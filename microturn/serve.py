@@ -1,0 +1,655 @@
+"""``microturn serve``: the local torch interaction model behind HTTP, speaking sglang's streaming-session protocol.
+
+The same endpoints and rules as an sglang server started with ``--enable-streaming-session`` (shapes in
+:mod:`microturn.model.sglang_wire`), so the sglang backend (:mod:`microturn.model.sglang`) runs against either:
+
+* ``POST /open_session`` → a session id (JSON string). Only ``"streaming": true`` sessions (append-only);
+  ``timeout`` frees the session after that many seconds idle.
+* ``POST /generate`` (plain, or ``"stream": true`` as SSE ``data: {...}`` events ending with ``data: [DONE]``):
+  appends ``input_ids`` (the client's :class:`~microturn.model.layout.TickEncoder` chunk, plus the ``media``
+  field for its ``DMEL``/``PATCH`` positions) or ``text`` (UTF-8 bytes: the model's byte-level text) after the
+  previous turn's last output token, which the server carries itself, and decodes up to ``max_new_tokens``
+  (at most the model's K per tick; decoding stops early at END). ``meta_info.cached_tokens`` = the previous
+  turn's prompt + completion. ``replace`` / ``offset`` / ``drop_previous_output`` are refused with 400, as is
+  a second request while one is in flight. A failed or aborted turn is rolled back
+  (:meth:`~microturn.model.kv_session.KVSession.rollback`): the next turn sees the session as if it never ran.
+* ``POST /abort_request {"rid"} | {"abort_all": true}``, ``POST /close_session``, ``/flush_cache``,
+  ``GET /health`` (JSON: sessions, per-session cache bytes), ``/get_model_info`` (adds ``outputs_per_tick``),
+  ``POST /tokenize`` (byte-level).
+
+Many sessions share one loaded model. Model steps run off the event loop (``trio.to_thread`` under a
+``CapacityLimiter``) so ``/health`` and other sessions stay responsive. Every clock read goes through the
+injectable ``clock`` (tests advance it instead of sleeping). Served by hypercorn on trio with starlette.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import math
+import signal
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from microturn.log import get_logger
+from microturn.model.layout import DMEL, DMEL_BYTES, PATCH, PATCH_BYTES, EncodedTick, token_name
+from microturn.model.sglang_wire import (
+    AbortRequest,
+    CloseSessionRequest,
+    FinishReason,
+    GenerateRequest,
+    GenerateResponse,
+    MetaInfo,
+    OpenSessionRequest,
+    TokenizeRequest,
+    TokenizeResponse,
+    decode_body,
+)
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ModelServer",
+    "RequestError",
+    "default_checkpoint",
+    "load_server_model",
+    "open_server",
+    "serve",
+    "serve_in_thread",
+]
+
+DEFAULT_PORT = 30000
+"""sglang's default port."""
+
+MAX_PROMPT = 1 << 16
+"""The most positions one turn may append."""
+
+log = get_logger("microturn.serve")
+
+
+class RequestError(ValueError):
+    """A request the server refuses: answered with HTTP 400 ``{"error": {"message": ...}}``."""
+
+
+class _Aborted(Exception):
+    """Raised inside a model step (from the per-token callback) to end an aborted turn."""
+
+
+def default_checkpoint() -> Path | None:
+    """The checkpoint ``microturn serve`` loads when none is given: the one ``microturn run`` uses by default.
+
+    The one place to repoint when a trained checkpoint ships with the project. None means no checkpoint is
+    known yet: the server then runs an UNTRAINED model and says so in a warning."""
+    return None
+
+
+def load_server_model(checkpoint: str | Path | None = None, *, config: str = "embedded", device: str = "cpu") -> tuple[Any, str]:
+    """The model to serve and a description of it: ``checkpoint`` (verified), else :func:`default_checkpoint`,
+    else a randomly initialised model of preset ``config`` (with a warning: its outputs are noise)."""
+    from microturn.model.config import PRESETS
+    from microturn.model.local import LocalBackend
+
+    path = checkpoint if checkpoint is not None else default_checkpoint()
+    if path is not None:
+        return LocalBackend(path, device).model, str(path)
+    if config not in PRESETS:
+        raise ValueError(f"config: expected one of {', '.join(sorted(PRESETS))}, got {config!r}")
+    log.warning("serve_untrained_model", config=config,
+                hint="no checkpoint given and no default checkpoint known: serving an UNTRAINED model "
+                     "(random weights, seed 0); pass --checkpoint PATH")
+    return LocalBackend.random(PRESETS[config](), seed=0, device=device).model, f"untrained:{config}"
+
+
+@dataclass
+class _Turn:
+    rid: str
+    abort: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Session:
+    id: str
+    kv: Any
+    timeout: float | None
+    last_active: float
+    inflight: _Turn | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    turns: int = 0
+    seeded: bool = False
+
+
+def _render(tokens: list[int]) -> str:
+    """Output ids as text: bytes as UTF-8, other tokens as ``<|NAME|>``."""
+    out: list[str] = []
+    run = bytearray()
+    for t in tokens:
+        if t < 256:
+            run.append(t)
+            continue
+        if run:
+            out.append(run.decode("utf-8", errors="replace"))
+            run.clear()
+        out.append(f"<|{token_name(t)}|>")
+    if run:
+        out.append(run.decode("utf-8", errors="replace"))
+    return "".join(out)
+
+
+def _split(chunk: EncodedTick, size: int) -> list[EncodedTick]:
+    """Cut a chunk into pieces of at most ``size`` positions (each DMEL/PATCH position keeps its payload)."""
+    pieces: list[EncodedTick] = []
+    d = p = 0
+    for start in range(0, len(chunk.tokens), size):
+        tokens = chunk.tokens[start:start + size]
+        nd, npatch = tokens.count(DMEL), tokens.count(PATCH)
+        pieces.append(EncodedTick(tokens, chunk.dmel[d:d + nd], chunk.patches[p:p + npatch]))
+        d, p = d + nd, p + npatch
+    return pieces
+
+
+def _b64(field_name: str, value: str, unit: int, what: str) -> list[bytes]:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"{field_name}: expected base64, got {value[:40]!r}") from None
+    if len(raw) % unit:
+        raise RequestError(f"{field_name}: expected a multiple of {unit} bytes ({what}), got {len(raw)} bytes")
+    return [raw[i:i + unit] for i in range(0, len(raw), unit)]
+
+
+class ModelServer:
+    """The state behind ``microturn serve``: one loaded model, its sessions, and the starlette app.
+
+    ``clock`` (seconds, monotonic) is read for idle timeouts and latencies; ``workers`` bounds the model steps
+    running at once (threads); ``step_hook(session_id, index)`` runs in the worker thread after each decoded
+    token (tests use it to hold a turn in flight, deterministically)."""
+
+    def __init__(self, model: Any, *, name: str = "microturn", clock: Callable[[], float] = time.monotonic,
+                 workers: int = 1, step_hook: Callable[[str, int], None] | None = None,
+                 reap_interval: float = 1.0) -> None:
+        self.model = model
+        self.cfg = model.cfg
+        self.name = name
+        self.clock = clock
+        self.limiter = trio.CapacityLimiter(workers)
+        self.step_hook = step_hook
+        self.reap_interval = reap_interval
+        self.sessions: dict[str, _Session] = {}
+        self.nursery: trio.Nursery | None = None
+        self.requests = 0
+        self.timed_out = 0
+        self.app = self._build_app()
+
+    # --- sessions ------------------------------------------------------------------------------------------
+
+    def reap(self) -> list[str]:
+        """Free the sessions idle for longer than their timeout (never one with a turn in flight)."""
+        now = self.clock()
+        gone = [s.id for s in self.sessions.values()
+                if s.timeout is not None and s.inflight is None and now - s.last_active > s.timeout]
+        for sid in gone:
+            del self.sessions[sid]
+            self.timed_out += 1
+            log.info("session_timed_out", session=sid)
+        return gone
+
+    async def _reaper(self) -> None:
+        while True:
+            await trio.sleep(self.reap_interval)
+            self.reap()
+
+    def stats(self) -> dict[str, Any]:
+        """Sessions, turns in flight and cache memory (total and per session)."""
+        per = {sid: s.kv.memory_bytes() for sid, s in self.sessions.items()}
+        return {
+            "status": "ok",
+            "model": self.name,
+            "sessions": len(self.sessions),
+            "inflight": sum(s.inflight is not None for s in self.sessions.values()),
+            "memory_bytes": sum(per.values()),
+            "session_memory_bytes": per,
+            "requests": self.requests,
+            "timed_out": self.timed_out,
+        }
+
+    def open_session(self, req: OpenSessionRequest) -> str:
+        """Open a streaming session; returns its id."""
+        from microturn.model.kv_session import KVSession
+
+        if not req.streaming:
+            raise RequestError("streaming: microturn serve has streaming sessions only (append-only); "
+                               "open with \"streaming\": true, got false")
+        if req.timeout is not None and not (math.isfinite(req.timeout) and req.timeout > 0):
+            raise RequestError(f"timeout: expected a number of seconds > 0, got {req.timeout!r}")
+        sid = req.session_id or uuid.uuid4().hex
+        if sid in self.sessions:
+            raise RequestError(f"session_id: {sid!r} is already open. Failed to open the session. "
+                               "Check if a session with the same id is still open.")
+        self.sessions[sid] = _Session(sid, KVSession(self.model), req.timeout, self.clock())
+        log.info("session_opened", session=sid, active=len(self.sessions))
+        return sid
+
+    def close_session(self, sid: str) -> None:
+        """Free a session's cache (a turn in flight is aborted first)."""
+        session = self.sessions.pop(sid, None)
+        if session is None:
+            raise RequestError(f"session_id: no open session {sid!r} (closed, timed out, or never opened)")
+        if session.inflight is not None:
+            session.inflight.abort.set()
+        log.info("session_closed", session=sid, active=len(self.sessions))
+
+    def abort(self, req: AbortRequest) -> int:
+        """Abort the turn with id ``rid`` (or every turn in flight); returns how many were asked to stop."""
+        n = 0
+        for s in self.sessions.values():
+            if s.inflight is not None and (req.abort_all or s.inflight.rid == req.rid):
+                s.inflight.abort.set()
+                n += 1
+        return n
+
+    # --- turns ---------------------------------------------------------------------------------------------
+
+    def _prepare(self, req: GenerateRequest) -> tuple[_Session | None, EncodedTick, int]:
+        """Validate a /generate body: (session or None for a one-shot request, the chunk, max_new_tokens)."""
+        sp = req.sampling_params
+        k = self.cfg.outputs_per_tick
+        if isinstance(sp.max_new_tokens, bool) or not 1 <= sp.max_new_tokens <= k:
+            raise RequestError(f"sampling_params.max_new_tokens: expected 1..{k} (the model's outputs per tick), "
+                               f"got {sp.max_new_tokens!r}")
+        if not (math.isfinite(sp.temperature) and sp.temperature >= 0):
+            raise RequestError(f"sampling_params.temperature: expected a number ≥ 0, got {sp.temperature!r}")
+        if (req.input_ids is None) == (req.text is None):
+            raise RequestError("input_ids / text: expected exactly one of them, got "
+                               + ("both" if req.input_ids is not None else "neither"))
+        session = None
+        params = req.session_params
+        if params is not None:
+            session = self.sessions.get(params.id)
+            if session is None:
+                raise RequestError(f"session_params.id: no open session {params.id!r} "
+                                   "(closed, timed out, or never opened)")
+            if params.replace:
+                raise RequestError("session_params.replace: Streaming sessions do not support replace.")
+            if params.drop_previous_output:
+                raise RequestError("session_params.drop_previous_output: Streaming sessions do not support "
+                                   "drop_previous_output.")
+            if params.offset:
+                raise RequestError(f"session_params.offset: Streaming sessions do not support offset "
+                                   f"(got {params.offset}).")
+            if session.inflight is not None:
+                raise RequestError(f"session_params.id: Streaming session already has an active request "
+                                   f"({session.inflight.rid!r}); one request in flight per session.")
+        if req.text is not None:
+            chunk = EncodedTick(list(req.text.encode("utf-8")))
+            if req.media is not None and (req.media.dmel or req.media.patches):
+                raise RequestError("media: only with input_ids (text has no DMEL/PATCH positions)")
+        else:
+            tokens = req.input_ids or []
+            vocab = self.cfg.vocab_size
+            for i, t in enumerate(tokens):
+                if not 0 <= t < vocab:
+                    raise RequestError(f"input_ids[{i}]: expected a token id in [0, {vocab}), got {t}")
+            media = req.media
+            dmel = _b64("media.dmel", media.dmel, DMEL_BYTES, "80 per dMel frame") if media and media.dmel else []
+            patches = (_b64("media.patches", media.patches, PATCH_BYTES, "40x40x3 per patch")
+                       if media and media.patches else [])
+            n_dmel, n_patch = tokens.count(DMEL), tokens.count(PATCH)
+            if len(dmel) != n_dmel:
+                raise RequestError(f"media.dmel: input_ids has {n_dmel} DMEL positions, got {len(dmel)} frames")
+            if len(patches) != n_patch:
+                raise RequestError(f"media.patches: input_ids has {n_patch} PATCH positions, got {len(patches)} "
+                                   "patches")
+            chunk = EncodedTick(list(tokens), dmel, patches)
+        if not chunk.tokens:
+            raise RequestError("input_ids: expected at least one token, got none")
+        if len(chunk.tokens) > MAX_PROMPT:
+            raise RequestError(f"input_ids: expected at most {MAX_PROMPT} tokens in one turn, got {len(chunk.tokens)}")
+        return session, chunk, sp.max_new_tokens
+
+    def _step(self, session: _Session, turn: _Turn, chunk: EncodedTick, req: GenerateRequest,
+              on_token: Callable[[int], None] | None) -> tuple[list[int], FinishReason]:
+        """One turn on the worker thread; a failure or an abort rolls the session back."""
+        kv = session.kv
+        sp = req.sampling_params
+        whole = len(chunk.tokens) + (kv.carry is not None)
+        # A tick-sized turn is undone by a cheap rollback; a longer prompt (the text bridge's first turn) is
+        # appended in pieces of at most max_chunk_tokens, and undone from a snapshot.
+        small = whole <= self.cfg.max_chunk_tokens and whole + sp.max_new_tokens - 1 <= kv.rollback_room()
+        mark = kv.mark() if small else kv.snapshot()
+        hook = self.step_hook
+
+        count = 0
+
+        def each(token: int) -> None:
+            nonlocal count
+            if turn.abort.is_set():
+                raise _Aborted
+            if hook is not None:
+                hook(session.id, count)
+            count += 1
+            if on_token is not None:
+                on_token(token)
+            if turn.abort.is_set():
+                raise _Aborted
+
+        kv.temperature = float(sp.temperature)
+        if sp.sampling_seed is not None and not session.seeded:
+            kv.generator.manual_seed(int(sp.sampling_seed))
+            mark = kv.mark() if small else kv.snapshot()
+
+        def undo() -> None:
+            kv.rollback(mark) if small else kv.restore(mark)
+
+        try:
+            if turn.abort.is_set():
+                raise _Aborted
+            if not small:
+                pieces = _split(EncodedTick(([kv.carry] if kv.carry is not None else []) + chunk.tokens,
+                                            chunk.dmel, chunk.patches), self.cfg.max_chunk_tokens)
+                kv.carry = None
+                for piece in pieces[:-1]:
+                    kv.append(piece)
+                    if turn.abort.is_set():
+                        raise _Aborted
+                chunk = pieces[-1]
+            tokens = kv.step_encoded(chunk, sp.max_new_tokens, each)
+        except _Aborted:
+            undo()
+            return [], FinishReason(type="abort", message="Abort request: the turn was aborted and rolled back.")
+        except BaseException:
+            undo()
+            raise
+        session.seeded = True
+        from microturn.model.layout import END
+
+        if tokens and tokens[-1] == END:
+            return tokens, FinishReason(type="stop", matched=END)
+        return tokens, FinishReason(type="length", length=len(tokens))
+
+    async def _run(self, req: GenerateRequest, session: _Session, chunk: EncodedTick, rid: str,
+                   on_token: Callable[[int], None] | None = None, turn: _Turn | None = None) -> GenerateResponse:
+        started = self.clock()
+        turn = turn or _Turn(rid)
+        session.inflight = turn
+        session.last_active = started
+        try:
+            tokens, finish = await trio.to_thread.run_sync(self._step, session, turn, chunk, req, on_token,
+                                                           limiter=self.limiter)
+        finally:
+            session.inflight = None
+            session.last_active = self.clock()
+        cached = session.prompt_tokens + session.completion_tokens if session.turns else 0
+        prompt = cached + len(chunk.tokens)
+        if finish.type != "abort":
+            session.prompt_tokens, session.completion_tokens = prompt, len(tokens)
+            session.turns += 1
+        meta = MetaInfo(id=rid, finish_reason=finish, prompt_tokens=prompt, completion_tokens=len(tokens),
+                        cached_tokens=cached, e2e_latency=self.clock() - started)
+        return GenerateResponse(text=_render(tokens), output_ids=tokens, meta_info=meta)
+
+    async def generate(self, req: GenerateRequest) -> GenerateResponse:
+        """Run one turn (a session's next tick, or a one-shot request without ``session_params``)."""
+        from microturn.model.kv_session import KVSession
+
+        session, chunk, _ = self._prepare(req)
+        rid = req.rid or uuid.uuid4().hex
+        if session is None:  # a one-shot request: a throwaway session
+            session = _Session(f"oneshot-{rid}", KVSession(self.model), None, self.clock())
+        return await self._run(req, session, chunk, rid)
+
+    # --- HTTP ----------------------------------------------------------------------------------------------
+
+    def _build_app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response, StreamingResponse
+        from starlette.routing import Route
+
+        def json(obj: Any, status: int = 200) -> Response:
+            return Response(msgspec.json.encode(obj), status_code=status, media_type="application/json")
+
+        def error(message: str, status: int = 400) -> Response:
+            return json({"error": {"message": message, "type": "BadRequest", "code": status}}, status)
+
+        async def body(request: Request, type_: type[Any], what: str) -> Any:
+            self.requests += 1
+            self.reap()
+            data = await request.body()
+            return decode_body(data or b"{}", type_, what)
+
+        async def health(request: Request) -> Response:
+            self.reap()
+            return json(self.stats())
+
+        async def model_info(request: Request) -> Response:
+            cfg = self.cfg
+            return json({"model_path": self.name, "tokenizer_path": None, "is_generation": True,
+                         "outputs_per_tick": cfg.outputs_per_tick, "max_input_tokens": cfg.max_input_tokens,
+                         "max_chunk_tokens": cfg.max_chunk_tokens,
+                         "vocab_size": cfg.vocab_size, "microturn": True})
+
+        async def open_session(request: Request) -> Response:
+            try:
+                return json(self.open_session(await body(request, OpenSessionRequest, "/open_session")))
+            except ValueError as exc:
+                return error(str(exc))
+
+        async def close_session(request: Request) -> Response:
+            try:
+                self.close_session((await body(request, CloseSessionRequest, "/close_session")).session_id)
+            except ValueError as exc:
+                return error(str(exc))
+            return Response(status_code=200)
+
+        async def abort_request(request: Request) -> Response:
+            try:
+                self.abort(await body(request, AbortRequest, "/abort_request"))
+            except ValueError as exc:
+                return error(str(exc))
+            return Response(status_code=200)
+
+        async def flush_cache(request: Request) -> Response:
+            busy = sum(s.inflight is not None for s in self.sessions.values())
+            if busy:
+                return Response(f"Cache not flushed: {busy} requests are running.\n", status_code=400)
+            return Response("Cache flushed.\n", status_code=200)
+
+        async def tokenize(request: Request) -> Response:
+            try:
+                req = await body(request, TokenizeRequest, "/tokenize")
+            except ValueError as exc:
+                return error(str(exc))
+            tokens = list(req.prompt.encode("utf-8"))
+            return json(TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=self.cfg.max_chunk_tokens))
+
+        async def generate(request: Request) -> Response:
+            try:
+                req = await body(request, GenerateRequest, "/generate")
+                if req.stream:
+                    return self._stream(req, StreamingResponse)
+                return json(await self.generate(req))
+            except ValueError as exc:  # RequestError, a bad body, a SessionError from the model
+                return error(str(exc))
+
+        routes = [
+            Route("/health", health, methods=["GET"]),
+            Route("/health_generate", health, methods=["GET"]),
+            Route("/get_model_info", model_info, methods=["GET"]),
+            Route("/open_session", open_session, methods=["GET", "POST"]),
+            Route("/close_session", close_session, methods=["GET", "POST"]),
+            Route("/abort_request", abort_request, methods=["POST"]),
+            Route("/flush_cache", flush_cache, methods=["GET", "POST"]),
+            Route("/tokenize", tokenize, methods=["POST"]),
+            Route("/generate", generate, methods=["POST", "PUT"]),
+        ]
+        return Starlette(routes=routes)
+
+    def _stream(self, req: GenerateRequest, response_type: Any) -> Any:
+        """A streamed turn: one SSE event per decoded token (cumulative text and ids), then the final answer and
+        ``data: [DONE]``. The turn runs in the server's nursery; a client that goes away aborts it."""
+        from microturn.model.kv_session import KVSession
+
+        if self.nursery is None:
+            raise RequestError("stream: this server was started without a nursery (use open_server)")
+        session, chunk, _ = self._prepare(req)
+        rid = req.rid or uuid.uuid4().hex
+        if session is None:
+            session = _Session(f"oneshot-{rid}", KVSession(self.model), None, self.clock())
+        send, recv = trio.open_memory_channel[tuple[str, Any]](math.inf)
+        token = trio.lowlevel.current_trio_token()
+
+        def on_token(t: int) -> None:
+            trio.from_thread.run_sync(send.send_nowait, ("token", t), trio_token=token)
+
+        turn = _Turn(rid)
+
+        async def run() -> None:
+            async with send:
+                try:
+                    await send.send(("done", await self._run(req, session, chunk, rid, on_token, turn)))
+                except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
+                    await send.send(("error", str(exc)))
+
+        session.inflight = turn  # claimed now: a second request is refused from this moment
+        self.nursery.start_soon(run)
+        cached = session.prompt_tokens + session.completion_tokens if session.turns else 0
+
+        async def events() -> AsyncIterator[bytes]:
+            ids: list[int] = []
+            finished = False
+            try:
+                async with recv:
+                    async for kind, payload in recv:
+                        if kind == "token":
+                            ids.append(payload)
+                            meta = MetaInfo(id=rid, prompt_tokens=cached + len(chunk.tokens),
+                                            completion_tokens=len(ids), cached_tokens=cached)
+                            event = GenerateResponse(text=_render(ids), output_ids=list(ids), meta_info=meta)
+                        elif kind == "done":
+                            event, finished = payload, True
+                        else:
+                            event, finished = {"error": {"message": payload}}, True
+                        yield b"data: " + msgspec.json.encode(event) + b"\n\n"
+                yield b"data: [DONE]\n\n"
+            finally:
+                if not finished and session.inflight is not None:
+                    session.inflight.abort.set()
+
+        return response_type(events(), media_type="text/event-stream")
+
+
+@contextlib.asynccontextmanager
+async def open_server(server: ModelServer, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> AsyncIterator[str]:
+    """Serve ``server`` with hypercorn on trio while the block runs; yields the base URL (``port=0`` picks a free
+    port). Leaving the block shuts the server down gracefully."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 1.0
+    stop = trio.Event()
+    reaper = trio.CancelScope()
+
+    async def reap() -> None:
+        with reaper:
+            await server._reaper()
+
+    async with trio.open_nursery() as nursery:
+        server.nursery = nursery
+        nursery.start_soon(reap)
+        binds = await nursery.start(lambda task_status: hypercorn_serve(
+            server.app, config, shutdown_trigger=stop.wait, task_status=task_status))
+        url = binds[0].rstrip("/")
+        log.info("serve_listening", url=url, model=server.name)
+        try:
+            yield url
+        finally:
+            stop.set()
+            reaper.cancel()
+            server.nursery = None
+
+
+@contextlib.contextmanager
+def serve_in_thread(server: ModelServer, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``server`` in a background thread with its own trio loop (real clock) while the block runs; yields
+    the base URL. For tests and benchmarks whose own trio run uses a MockClock (lockstep scenarios)."""
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def main() -> None:
+        state["token"] = trio.lowlevel.current_trio_token()
+        state["stop"] = stop = trio.Event()
+        async with open_server(server, host, port) as url:
+            state["url"] = url
+            ready.set()
+            await stop.wait()
+
+    def run() -> None:
+        try:
+            trio.run(main)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            state["error"] = exc
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run, name="microturn-serve", daemon=True)
+    thread.start()
+    ready.wait()
+    if "error" in state:
+        raise RuntimeError(f"microturn serve failed to start: {state['error']}") from state["error"]
+    try:
+        yield state["url"]
+    finally:
+        with contextlib.suppress(trio.RunFinishedError):
+            trio.from_thread.run_sync(state["stop"].set, trio_token=state["token"])
+        thread.join(timeout=30)
+
+
+def serve(checkpoint: str | Path | None = None, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          config: str = "embedded", workers: int = 1, threads: int | None = 1,
+          on_ready: Callable[[str], None] | None = None) -> None:
+    """Load the model and serve it until SIGINT (Ctrl-C) or SIGTERM, then shut down gracefully (``microturn
+    serve``; main thread only). ``on_ready(url)`` is called once listening; ``threads`` sets torch's intra-op
+    threads (None leaves it)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    model, name = load_server_model(checkpoint, config=config)
+    server = ModelServer(model, name=name, workers=workers)
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with open_server(server, host, port) as url:
+                if on_ready is not None:
+                    on_ready(url)
+                async for signum in signals:  # Ctrl-C or SIGTERM: a graceful shutdown
+                    log.info("serve_stopping", signal=signal.Signals(signum).name)
+                    break
+
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:  # one failure (a port in use) raises as itself, not wrapped
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
