@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 import trio
-from collections.abc import Sequence
 
 from microturn.messages import MESSAGE_TYPES, Message, describe
 from microturn.runtime import (
@@ -37,10 +37,25 @@ def _print_timeline(messages: Sequence[Message]) -> None:
         print(_timeline_line(message))
 
 
+_MODEL_HELP = ("the interaction model: embedded (the shipped trained checkpoint, default; needs torch), "
+               "scripted (the rule policy it imitates), or local:CHECKPOINT")
+
 _DEMO_SHOWN = {
     "UserText", "Playout", "DialogState", "SpeechStarted", "SpeechEnded", "Heard", "Delegate", "ToolCall",
     "ToolResult", "BackgroundUpdate", "Interrupt", "SessionEnded",
 }
+
+
+def _model_problem(name: str) -> str | None:
+    """Why the interaction backend ``name`` cannot be made (None when it can), before a session starts."""
+    from microturn.scenarios.format import ScenarioError
+    from microturn.scenarios.runner import make_backend
+
+    try:
+        make_backend(name)
+    except ScenarioError as exc:
+        return f"--model {name}: {exc.reason}"
+    return None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -49,15 +64,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     seen: list[Message] = []
     live = args.pipeline == "live"
+    if live and (error := _model_problem(args.model)):
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
-        actors = demo.build_live(wav_path=args.wav) if live else demo.build()
+        actors = demo.build_live(wav_path=args.wav, model=args.model) if live else demo.build()
         async with open_session(
             actors,
             mode="lockstep",
             record=args.record,
             factory="microturn.demo:build_live" if live else "microturn.demo:build",
-            params={"wav_path": args.wav} if live else {},
+            params={"wav_path": args.wav, "model": args.model} if live else {},
             session_id="demo",
             taps=[seen.append],
         ) as session:
@@ -84,13 +102,18 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from microturn.actors.interaction import InteractionActor
     from microturn.actors.output_mixer import OutputMixer
     from microturn.console import ConsoleActor, Screen, run_chat
+    from microturn.scenarios.runner import make_backend
+
+    if not args.url and (error := _model_problem(args.model)):
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     def build(screen: Screen, backend: object = None) -> list:
         return [
             ClockActor(),
             PerceptionActor(),
             DialogStateActor(),
-            InteractionActor(backend),  # type: ignore[arg-type]
+            InteractionActor(backend if backend is not None else make_backend(args.model)),  # type: ignore[arg-type]
             OutputMixer(),
             ConsoleActor(screen),
         ]
@@ -180,16 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--pipeline",
         choices=["live", "echo"],
         default="live",
-        help="live: the real live loop with the scripted policy (default); echo: light runtime-only actors",
+        help="live: the real live loop (default); echo: light runtime-only actors",
     )
+    demo.add_argument("--model", default="embedded", metavar="NAME", help=_MODEL_HELP)
     demo.add_argument("--wav", metavar="FILE", help="write the session's audio as a stereo WAV")
     demo.add_argument("--record", metavar="FILE", help="write the session's recording to FILE")
     demo.set_defaults(fn=_cmd_demo)
 
     chat = sub.add_parser("chat", help="a live full-duplex text session in this terminal (realtime)")
     chat.add_argument("--tick-ms", type=_positive_float, default=200.0, help="micro-turn length in ms (default 200)")
+    chat.add_argument("--model", default="embedded", metavar="NAME", help=_MODEL_HELP)
     chat.add_argument("--url", metavar="URL", help="talk to the model in this server (an sglang server with "
-                      "--enable-streaming-session, or `microturn serve`) instead of the scripted policy")
+                      "--enable-streaming-session, or `microturn serve`) instead of --model")
     chat.add_argument("--text-bridge", action="store_true", help="with --url: a text-only model, through the text "
                       "bridge")
     chat.set_defaults(fn=_cmd_chat)

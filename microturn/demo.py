@@ -1,6 +1,6 @@
 """Example sessions, each a factory that replay can rebuild from a recording's header.
 
-- :func:`build_live` — the live loop: the real perception, dialog-state, interaction (scripted policy),
+- :func:`build_live` — the live loop: the real perception, dialog-state, interaction (the shipped model),
   output-mixer, tool-runner and background (offline planner) actors. ``microturn demo`` runs it.
 - :func:`build` — seven light actors shaped like the reference pipeline around a trivial echo "model": they
   only move text, so the runtime itself can be shown and measured (the runtime benchmarks use it).
@@ -159,10 +159,10 @@ def speak_line(session: Session, text: str, at: float, *, transcript: bool = Tru
     return end
 
 
-def build_live(*, wav_path: str | None = None) -> list[Actor]:
-    """The live loop with the scripted policy (the embedded default until the trained model lands), the
-    built-in tools and the offline planner as background reasoner (named explicitly: the network client
-    would not be deterministic in lockstep)."""
+def build_live(*, wav_path: str | None = None, model: str = "embedded") -> list[Actor]:
+    """The live loop on ``model`` (a runner model name: the shipped ``embedded`` checkpoint by default,
+    ``scripted`` for the rule policy, ``local:PATH``), the built-in tools and the offline planner as
+    background reasoner (named explicitly: the network client would not be deterministic in lockstep)."""
     from microturn.actors import (
         BackgroundActor,
         DialogStateActor,
@@ -172,6 +172,7 @@ def build_live(*, wav_path: str | None = None) -> list[Actor]:
         PerceptionActor,
         ToolRunner,
     )
+    from microturn.scenarios.runner import make_backend
     from microturn.tools import default_registry
 
     tools = default_registry()
@@ -179,7 +180,7 @@ def build_live(*, wav_path: str | None = None) -> list[Actor]:
         ClockActor(),
         PerceptionActor(),
         DialogStateActor(),
-        InteractionActor(tools=tools.names()),
+        InteractionActor(make_backend(model), tools=tools.names()),
         OutputMixer(render_audio=wav_path is not None, wav_path=wav_path),
         BackgroundActor(OfflinePlanner(), tools=tools, name="background"),
         ToolRunner(tools, name="tool_runner"),

@@ -84,27 +84,31 @@ class _Aborted(Exception):
 
 
 def default_checkpoint() -> Path | None:
-    """The checkpoint ``microturn serve`` loads when none is given: the one ``microturn run`` uses by default.
+    """The checkpoint ``microturn serve`` loads when none is given: the shipped one ``microturn run`` uses by
+    default. None when it is missing (a damaged install): the server then runs an UNTRAINED model and says so
+    in a warning."""
+    from microturn.model.weights import EMBEDDED_CHECKPOINT
 
-    The one place to repoint when a trained checkpoint ships with the project. None means no checkpoint is
-    known yet: the server then runs an UNTRAINED model and says so in a warning."""
-    return None
+    return EMBEDDED_CHECKPOINT if EMBEDDED_CHECKPOINT.is_file() else None
 
 
-def load_server_model(checkpoint: str | Path | None = None, *, config: str = "embedded", device: str = "cpu") -> tuple[Any, str]:
+def load_server_model(checkpoint: str | Path | None = None, *, config: str = "embedded", device: str = "cpu",
+                      untrained: bool = False) -> tuple[Any, str]:
     """The model to serve and a description of it: ``checkpoint`` (verified), else :func:`default_checkpoint`,
-    else a randomly initialised model of preset ``config`` (with a warning: its outputs are noise)."""
+    else (or when ``untrained``) a randomly initialised model of preset ``config`` (with a warning: its outputs
+    are noise; for tests and benchmarks)."""
     from microturn.model.config import PRESETS
     from microturn.model.local import LocalBackend
 
-    path = checkpoint if checkpoint is not None else default_checkpoint()
+    if untrained and checkpoint is not None:
+        raise ValueError("--checkpoint and --untrained exclude each other")
+    path = None if untrained else checkpoint if checkpoint is not None else default_checkpoint()
     if path is not None:
         return LocalBackend(path, device).model, str(path)
     if config not in PRESETS:
         raise ValueError(f"config: expected one of {', '.join(sorted(PRESETS))}, got {config!r}")
     log.warning("serve_untrained_model", config=config,
-                hint="no checkpoint given and no default checkpoint known: serving an UNTRAINED model "
-                     "(random weights, seed 0); pass --checkpoint PATH")
+                hint="serving an UNTRAINED model (random weights, seed 0): its outputs are noise")
     return LocalBackend.random(PRESETS[config](), seed=0, device=device).model, f"untrained:{config}"
 
 
@@ -618,7 +622,7 @@ def serve_in_thread(server: ModelServer, host: str = "127.0.0.1", port: int = 0)
 
 
 def serve(checkpoint: str | Path | None = None, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-          config: str = "embedded", workers: int = 1, threads: int | None = 1,
+          config: str = "embedded", workers: int = 1, threads: int | None = 1, untrained: bool = False,
           on_ready: Callable[[str], None] | None = None) -> None:
     """Load the model and serve it until SIGINT (Ctrl-C) or SIGTERM, then shut down gracefully (``microturn
     serve``; main thread only). ``on_ready(url)`` is called once listening; ``threads`` sets torch's intra-op
@@ -627,7 +631,7 @@ def serve(checkpoint: str | Path | None = None, *, host: str = "127.0.0.1", port
         import torch
 
         torch.set_num_threads(threads)
-    model, name = load_server_model(checkpoint, config=config)
+    model, name = load_server_model(checkpoint, config=config, untrained=untrained)
     server = ModelServer(model, name=name, workers=workers)
 
     async def main() -> None:

@@ -47,8 +47,9 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks one)")
     serve.add_argument("--checkpoint", metavar="PATH", help="the model checkpoint (.pt with its .json manifest; "
-                       "default: the project's default checkpoint, else an untrained model with a warning)")
-    serve.add_argument("--config", default="embedded", help="preset of the untrained fallback model (default embedded)")
+                       "default: the shipped embedded checkpoint)")
+    serve.add_argument("--untrained", metavar="PRESET", choices=["tiny", "embedded"],
+                       help="serve an UNTRAINED model of this preset instead (tests and benchmarks: outputs are noise)")
     serve.add_argument("--workers", type=int, default=1, help="model steps run at once (threads; default 1)")
     serve.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     serve.set_defaults(fn=serve_command)
@@ -83,8 +84,8 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"microturn serve: listening on {url}", flush=True)
 
     try:
-        serve(args.checkpoint, host=args.host, port=args.port, config=args.config, workers=args.workers,
-              threads=args.threads, on_ready=ready)
+        serve(args.checkpoint, host=args.host, port=args.port, config=args.untrained or "embedded",
+              untrained=args.untrained is not None, workers=args.workers, threads=args.threads, on_ready=ready)
     except (CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

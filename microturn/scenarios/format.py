@@ -175,7 +175,9 @@ class _Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 class ModelConfig(_Struct, frozen=True, kw_only=True):
     """``[model]``: the interaction backend by name, options for its constructor, and the model spec."""
 
-    name: NonEmpty = "scripted"
+    name: NonEmpty = "embedded"
+    """``embedded`` (the shipped trained model, the default), ``scripted`` (the rule policy the model was
+    trained to imitate), or ``local:PATH`` (another checkpoint)."""
     options: dict[str, Any] = {}
     outputs_per_tick: PositiveInt = 8
     seed: int = 0

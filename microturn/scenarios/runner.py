@@ -77,6 +77,20 @@ def _local(options: dict[str, Any]) -> Any:
     return LocalBackend(checkpoint, **options)
 
 
+def _embedded(options: dict[str, Any]) -> Any:
+    from microturn.model.weights import EMBEDDED_CHECKPOINT
+
+    if not EMBEDDED_CHECKPOINT.is_file():
+        raise ValueError(f"the shipped checkpoint {EMBEDDED_CHECKPOINT} is missing (a damaged install?); "
+                         "use --model scripted, or local:PATH for another checkpoint")
+    try:
+        from microturn.model.local import LocalBackend
+    except ImportError as exc:
+        raise ValueError(f"the embedded model needs torch (pip install 'microturn[torch]'), or choose "
+                         f"--model scripted: {exc}") from None
+    return LocalBackend(EMBEDDED_CHECKPOINT, **options)
+
+
 def _sglang(mode: str) -> Callable[[dict[str, Any]], Any]:
     def make(options: dict[str, Any]) -> Any:
         url = options.pop("url", None)
@@ -91,6 +105,7 @@ def _sglang(mode: str) -> Callable[[dict[str, Any]], Any]:
 
 
 MODELS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "embedded": _embedded,
     "scripted": _scripted,
     "local": _local,
     "sglang": _sglang("native"),
@@ -98,7 +113,8 @@ MODELS: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 """Interaction backends by name: each makes a backend from the scenario's ``[model] options``. A name may
 carry its argument after a colon: ``local:PATH`` (the checkpoint), ``sglang:URL`` / ``sglang-text:URL`` (an
-sglang or ``microturn serve`` server; ``sglang-text`` goes through the text bridge)."""
+sglang or ``microturn serve`` server; ``sglang-text`` goes through the text bridge). ``embedded``, the
+default, is the shipped checkpoint."""
 
 MODEL_ARGUMENT = {"local": "checkpoint", "sglang": "url", "sglang-text": "url"}
 """Which option the part after ``NAME:`` sets."""

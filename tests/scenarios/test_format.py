@@ -61,7 +61,7 @@ def test_name_defaults_to_the_file_stem_and_defaults_apply(tmp_path: Path) -> No
     path.write_text('[[timeline]]\nkind = "say"\ntext = "hi"\n')
     scenario = load_scenario(path)
     assert scenario.name == "my-case"
-    assert scenario.duration == 10.0 and scenario.model.name == "scripted" and scenario.speech.mode == "text"
+    assert scenario.duration == 10.0 and scenario.model.name == "embedded" and scenario.speech.mode == "text"
     say = scenario.timeline[0]
     assert isinstance(say, Say) and say.role == "turn" and say.at is None and say.after is None
 

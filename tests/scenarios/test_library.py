@@ -70,7 +70,7 @@ async def test_library_scenario_passes(path: Path, autojump_clock) -> None:
     if needs_speech(path) and not espeak_available():
         pytest.skip("espeak-ng is not installed")
     scenario = load_scenario(path)
-    result = await run(scenario, path=str(path))
+    result = await run(scenario, model="scripted", path=str(path))
     failures = "\n".join(f"{o.name}: {o.observed}" for o in result.failures)
     if path.stem in KNOWN_FAILURES:
         if result.ok:

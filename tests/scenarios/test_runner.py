@@ -269,7 +269,7 @@ def test_event_references_need_the_runners_event_times() -> None:
 
 
 def text_scenario(**kw) -> ScenarioBuilder:
-    return ScenarioBuilder("t", duration=kw.pop("duration", 8.0), **kw)
+    return ScenarioBuilder("t", duration=kw.pop("duration", 8.0), **kw).model("scripted")
 
 
 class Asks(Actor):
@@ -358,16 +358,16 @@ async def test_a_failing_tool_is_apologised_for_end_to_end(autojump_clock) -> No
         .expect_says("session time tool failed")
         .build()
     )
-    result = await run(scenario)
+    result = await run(scenario, model="scripted")
     assert result.ok, result.failures
 
 
 def test_an_unknown_model_names_the_known_ones() -> None:
     scenario = text_scenario().say("hi").build()
-    with pytest.raises(ScenarioError, match=r"--model = 'gpt': unknown model; known: local, scripted"):
+    with pytest.raises(ScenarioError, match=r"--model = 'gpt': unknown model; known: embedded, local, scripted, sglang, sglang-text"):
         run_scenario(scenario, model="gpt")
     bad = ScenarioBuilder("t").model("nope").say("hi").build()
-    with pytest.raises(ScenarioError, match=r"model.name = 'nope': unknown model; known: local, scripted"):
+    with pytest.raises(ScenarioError, match=r"model.name = 'nope': unknown model; known: embedded, local, scripted, sglang, sglang-text"):
         run_scenario(bad)
     refused = ScenarioBuilder("t").model("scripted", options={"speed": 2}).say("hi").build()
     with pytest.raises(ScenarioError, match=r"model.options = \{'speed': 2\}: the scripted model refuses"):
@@ -467,7 +467,7 @@ def test_the_cli_prints_a_timeline_metrics_and_expectations(tmp_path: Path, caps
         'name = "ok"\ncategory = "demo"\nduration = 6\n[[timeline]]\nkind = "say"\nat = 0.4\ntext = "hello there"\n'
         '[[expect]]\nkind = "says"\npattern = "hi|hello"\n'
     )
-    assert cli_main(["run", str(path), "--record", str(tmp_path / "ok.mtrec")]) == 0
+    assert cli_main(["run", str(path), "--model", "scripted", "--record", str(tmp_path / "ok.mtrec")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("scenario ok (demo): model scripted, 6 s of virtual time")
     assert '   0.400  user       say "hello there" (turn, text)  [at 0.400 s]' in out
@@ -487,7 +487,7 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys) -> None:
     ok = tmp_path / "ok.toml"
     ok.write_text('[[timeline]]\nkind = "say"\ntext = "hi"\n')
     assert cli_main(["run", str(ok), "--model", "gpt"]) == 2
-    assert "unknown model; known: local, scripted" in capsys.readouterr().err
+    assert "unknown model; known: embedded, local, scripted, sglang, sglang-text" in capsys.readouterr().err
 
 
 def test_a_suite_prints_one_table_per_category_and_progress_on_stderr(tmp_path: Path, capsys) -> None:
@@ -516,7 +516,7 @@ def test_a_suite_prints_one_table_per_category_and_progress_on_stderr(tmp_path: 
 def test_run_suite_returns_results_and_calls_progress(tmp_path: Path) -> None:
     (tmp_path / "a.toml").write_text('[[timeline]]\nkind = "say"\ntext = "hi"\n[[expect]]\nkind = "says"\npattern = "."\n')
     calls = []
-    suite = run_suite(tmp_path, progress=lambda done, total, name: calls.append((done, total, name)))
+    suite = run_suite(tmp_path, model="scripted", progress=lambda done, total, name: calls.append((done, total, name)))
     assert calls == [(0, 1, "a"), (1, 1, "")]
     assert suite.ok and len(suite.results) == 1
 
@@ -542,7 +542,7 @@ def test_wav_and_report_outputs(tmp_path: Path) -> None:
         import microturn.scenarios.report  # noqa: F401 - built in parallel; the test covers it when present
     except ImportError:
         report = None
-    result = run_scenario(LIBRARY / "barge-in-early.toml", wav=wav, report=report)
+    result = run_scenario(LIBRARY / "barge-in-early.toml", model="scripted", wav=wav, report=report)
     audio = read_wav(wav)
     assert audio.channels == 2 and audio.sample_rate == 16000 and audio.seconds > 5
     assert any(m.pcm for m in result.messages if isinstance(m, Playout))  # the assistant was voiced

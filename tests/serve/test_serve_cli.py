@@ -50,7 +50,7 @@ def test_the_sglang_command_asks_for_streaming_sessions():
 def test_launch_waits_for_health_and_stops_the_server_cleanly():
     """``microturn serve`` stands in for sglang: the launcher waits for /health, then stops it."""
     port = _free_port()
-    command = [sys.executable, "-m", "microturn.cli", "serve", "--port", str(port), "--config", "tiny"]
+    command = [sys.executable, "-m", "microturn.cli", "serve", "--port", str(port), "--untrained", "tiny"]
     seen: list[int] = []
     ready = threading.Event()
 
@@ -76,7 +76,7 @@ def test_launch_waits_for_health_and_stops_the_server_cleanly():
 
 
 def test_microturn_serve_prints_its_url_serves_and_stops_on_ctrl_c():
-    proc = subprocess.Popen([sys.executable, "-m", "microturn.cli", "serve", "--port", "0", "--config", "tiny"],
+    proc = subprocess.Popen([sys.executable, "-m", "microturn.cli", "serve", "--port", "0", "--untrained", "tiny"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
     try:
         line = proc.stdout.readline()
@@ -145,6 +145,6 @@ def test_microturn_serve_on_a_port_in_use_says_so():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = subprocess.run([sys.executable, "-m", "microturn.cli", "serve", "--port", str(port), "--config", "tiny"],
+        out = subprocess.run([sys.executable, "-m", "microturn.cli", "serve", "--port", str(port), "--untrained", "tiny"],
                              check=False, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and "Address already in use" in out.stderr

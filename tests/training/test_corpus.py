@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from microturn.audio import espeak_available
-from microturn.messages import DialogState, InputChunk, OutputChunk
+from microturn.messages import DialogState, InputChunk, OutputChunk, SpeechStarted
 from microturn.training.cli import register
 from microturn.training.corpus import (
     CorpusError,
@@ -141,8 +141,10 @@ def test_capture_matches_the_recorded_messages_tick_by_tick():
         assert t.input.chunk == chunk  # the very message, stamp included
         assert out.tick == t.tick + 1
         assert (out.text, out.controls, out.audio) == (t.output.text.strip(), t.output.controls, t.output.audio)
-        # the dialog state the model saw is the latest one published before the chunk
-        before = [s for s in states if s.stamp.seq < chunk.stamp.seq]
+        # the dialog state the model saw is the latest one published before its step's output: the one
+        # derived from this very chunk when the chunk changed it
+        opened = [m.stamp.seq for m in messages if isinstance(m, SpeechStarted) and chunk.stamp.seq < m.stamp.seq < out.stamp.seq]
+        before = [s for s in states if s.stamp.seq < (opened[0] if opened else out.stamp.seq)]
         assert t.input.dialog == (before[-1] if before else None)
     assert any(t.output.text for t in ticks)
 
