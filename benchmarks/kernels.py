@@ -5,6 +5,11 @@ speedups, achieved HBM bandwidth as a fraction of the device's peak, and attenti
 torch.nn.functional.scaled_dot_product_attention. On the CPU it times the torch references at small sizes and
 says that the GPU figures need a GPU. The last line printed is one JSON object with the named figures.
 
+On CUDA every op is timed twice: per call (events around one Python call: launch and wrapper overhead
+included, what an eager decode loop pays) and as CUDA-graph replays (the same calls captured once, so the
+figure is the device's time alone). It also measures the device's copy bandwidth (bytes read plus written by a
+large device-to-device copy) as a measured ceiling beside the datasheet peak.
+
     python benchmarks/kernels.py [--peak-gbps 3350] [--topk 8] [--dtype bfloat16]
 """
 
@@ -80,6 +85,58 @@ def cuda_time_ms(fn: Callable[[int], object], warmup: int = 10, iters: int = 100
     return statistics.median(times)
 
 
+def cuda_graph_time_ms(fn: Callable[[int], object], calls: int = 8, replays: int = 50) -> float | None:
+    """Median milliseconds per call of ``fn(0..calls-1)`` captured in one CUDA graph and replayed.
+
+    Launch gaps and Python overhead drop out, so this is the device's time. None when ``fn`` cannot be captured
+    (it reads something back from the device, say).
+    """
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for i in range(calls):
+                fn(i)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for i in range(calls):
+                fn(i)
+        graph.replay()
+        torch.cuda.synchronize()
+    except RuntimeError as exc:
+        torch.cuda.synchronize()
+        print(f"  (no CUDA graph: {str(exc).splitlines()[0][:120]})")
+        return None
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    del graph
+    return statistics.median(times)
+
+
+def copy_gbps(gib: float = 1.0) -> float:
+    """Measured device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    n = int(gib * 2**30) // 4
+    src = torch.randn(n, device="cuda")
+    dst = torch.empty_like(src)
+    ms = cuda_time_ms(lambda i: dst.copy_(src), warmup=3, iters=20)
+    return 2 * n * 4 / (ms * 1e-3) / 1e9
+
+
+def _r(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
 def cpu_time_ms(fn: Callable[[int], object], warmup: int = 2, iters: int = 10) -> float:
     """Median wall-clock milliseconds of ``fn(i)`` on the CPU."""
     for i in range(warmup):
@@ -113,9 +170,14 @@ def moe_bytes(ids: torch.Tensor, d: int, f: int, elem: int, t: int) -> int:
 
 
 def bench_moe_triton(
-    args: argparse.Namespace, dtype: torch.dtype, peak: float | None, device: str = "cuda", timer=None
+    args: argparse.Namespace,
+    dtype: torch.dtype,
+    peak: float | None,
+    device: str = "cuda",
+    timer=None,
+    measured_gbps: float | None = None,
 ) -> list[dict]:
-    """Gather + GEMV vs grouped GEMM, both Triton, at every T in TOKENS."""
+    """Gather + GEMV vs grouped GEMM, both Triton, at every T in TOKENS (per call and as graph replays)."""
     timer = timer or cuda_time_ms
     d, f, e, k = args.hidden, args.ffn, args.experts, args.topk
     rows = []
@@ -142,8 +204,11 @@ def bench_moe_triton(
         gemv_ms = timer(gemv)
         grouped_ms = timer(grouped)
         kernels_ms = timer(grouped_kernels)
+        gemv_g = cuda_graph_time_ms(gemv, len(cases))
+        kernels_g = cuda_graph_time_ms(grouped_kernels, len(cases))
         moved = statistics.mean(moe_bytes(ids, d, f, w_gate_up.element_size(), t) for _, ids, _ in cases)
         gbps = moved / (gemv_ms * 1e-3) / 1e9
+        gbps_g = moved / (gemv_g * 1e-3) / 1e9 if gemv_g else None
         rows.append(
             {
                 "T": t,
@@ -155,6 +220,13 @@ def bench_moe_triton(
                 "achieved_gbps": round(gbps, 1),
                 "fraction_of_peak": round(gbps / peak, 3) if peak else None,
                 "max_abs_diff_vs_grouped": max_err,
+                "min_bytes": int(moved),
+                "gemv_graph_ms": _r(gemv_g, 4),
+                "grouped_gemm_kernels_graph_ms": _r(kernels_g, 4),
+                "speedup_graph": _r(_ratio(kernels_g, gemv_g), 2),
+                "achieved_gbps_graph": _r(gbps_g, 1),
+                "fraction_of_peak_graph": _r(_ratio(gbps_g, peak), 3),
+                "fraction_of_measured_copy_graph": _r(_ratio(gbps_g, measured_gbps), 3),
             }
         )
         print(
@@ -162,6 +234,13 @@ def bench_moe_triton(
             f"(kernels only {kernels_ms:.3f}) | speedup {grouped_ms / gemv_ms:.2f}x | {gbps:.0f} GB/s"
             + (f" = {gbps / peak:.0%} of peak" if peak else "")
         )
+        if gemv_g and kernels_g:
+            print(
+                f"        graph: gather+GEMV {gemv_g:.4f} ms | grouped kernels {kernels_g:.4f} ms | "
+                f"speedup {kernels_g / gemv_g:.2f}x | {gbps_g:.0f} GB/s"
+                + (f" = {gbps_g / peak:.0%} of peak" if peak else "")
+                + (f", {gbps_g / measured_gbps:.0%} of measured copy" if measured_gbps else "")
+            )
     return rows
 
 
@@ -237,6 +316,11 @@ def bench_attention(device: str, dtype: torch.dtype, timer, backend: str, full: 
         diff = float((ours(0).float() - theirs(0).transpose(1, 2).reshape(q.shape).float()).abs().max())
         ours_ms, sdpa_ms = timer(ours), timer(theirs)
         overhead = (ours_ms - sdpa_ms) / sdpa_ms * 100
+        ours_g = sdpa_g = overhead_g = None
+        if device == "cuda":
+            ours_g, sdpa_g = cuda_graph_time_ms(ours), cuda_graph_time_ms(theirs)
+            if ours_g and sdpa_g:
+                overhead_g = (ours_g - sdpa_g) / sdpa_g * 100
         rows.append(
             {
                 "case": name,
@@ -247,7 +331,13 @@ def bench_attention(device: str, dtype: torch.dtype, timer, backend: str, full: 
                 "max_abs_diff_vs_sdpa": diff,
             }
         )
+        if device == "cuda":
+            rows[-1].update(
+                ours_graph_ms=_r(ours_g, 4), sdpa_graph_ms=_r(sdpa_g, 4), overhead_graph_pct=_r(overhead_g, 1)
+            )
         print(f"attention {name}: split-KV {ours_ms:.3f} ms | SDPA {sdpa_ms:.3f} ms | overhead {overhead:+.1f}%")
+        if overhead_g is not None:
+            print(f"        graph: split-KV {ours_g:.4f} ms | SDPA {sdpa_g:.4f} ms | overhead {overhead_g:+.1f}%")
     return rows
 
 
@@ -257,16 +347,23 @@ def run_cuda(args: argparse.Namespace) -> dict:
     name = torch.cuda.get_device_name()
     peak = args.peak_gbps or peak_gbps(name)
     print(f"device: {name}; peak bandwidth: {peak or 'unknown (pass --peak-gbps)'} GB/s; dtype {args.dtype}")
+    measured = copy_gbps()
+    print(f"measured device-to-device copy: {measured:.0f} GB/s (read + write)")
     print(f"moe: D={args.hidden} F={args.ffn} E={args.experts} k={args.topk}")
-    moe_rows = bench_moe_triton(args, dtype, peak)
+    moe_rows = bench_moe_triton(args, dtype, peak, measured_gbps=measured)
     attn_rows = bench_attention("cuda", dtype, cuda_time_ms, "triton", full=True)
     small = [r for r in moe_rows if r["T"] <= 4]
     decode = [r for r in attn_rows if r["case"].startswith("decode")]
+    small_graph = [r["speedup_graph"] for r in small if r["speedup_graph"] is not None]
+    decode_graph = [r["overhead_graph_pct"] for r in decode if r["overhead_graph_pct"] is not None]
     return {
         "device": name,
         "gpu_figures": True,
         "dtype": args.dtype,
         "peak_gbps": peak,
+        "measured_copy_gbps": round(measured, 1),
+        "triton": _triton_version(),
+        "torch": torch.__version__,
         "moe_shape": {"D": args.hidden, "F": args.ffn, "E": args.experts, "k": args.topk},
         "moe": moe_rows,
         "moe_min_speedup_T_le_4": min(r["speedup"] for r in small),
@@ -274,7 +371,20 @@ def run_cuda(args: argparse.Namespace) -> dict:
         "attention": attn_rows,
         "attention_max_decode_overhead_pct": max(r["overhead_pct"] for r in decode),
         "attention_target_10pct_met": all(r["overhead_pct"] <= 10 for r in decode),
+        "moe_min_speedup_graph_T_le_4": min(small_graph) if small_graph else None,
+        "moe_target_3x_met_graph": all(x >= 3 for x in small_graph) if small_graph else None,
+        "attention_max_decode_overhead_graph_pct": max(decode_graph) if decode_graph else None,
+        "attention_target_10pct_met_graph": all(x <= 10 for x in decode_graph) if decode_graph else None,
     }
+
+
+def _triton_version() -> str | None:
+    try:
+        import triton
+
+        return triton.__version__
+    except ImportError:
+        return None
 
 
 def run_cpu(args: argparse.Namespace) -> dict:

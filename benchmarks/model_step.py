@@ -12,7 +12,10 @@ early, so every measured tick decodes all K tokens — the worst case, what p99 
   linear in the history (local layers: a fixed window per token), so it is timed at two shorter histories and
   extrapolated to 10 min (``reprefill_extrapolated`` says so).
 
-    python benchmarks/model_step.py [--quick] [--ticks 60] [--config embedded]
+    python benchmarks/model_step.py [--quick] [--ticks 60] [--config embedded] [--device cpu]
+
+``--device cuda`` puts the model and its caches on the GPU (the kernels' Triton paths then run); the default is
+the CPU, and the JSON line gains a ``device`` key only when it is not the CPU.
 
 Runs torch on one thread (decode is thousands of tiny ops; a second OpenMP thread only adds waiting). Prints a
 short table, then, as its last line, one JSON object with ``step_p99_ms`` (target ≤ 20), ``history_growth_ratio``
@@ -60,12 +63,20 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) * 1e3
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so host clocks time finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def measure(session: KVSession, start: int, n: int, rng: np.random.Generator) -> list[float]:
     times = []
     for t in range(start, start + n):
         si = tick_input(t, rng)
+        sync(session.device)
         t0 = time.perf_counter()
         session.step_tokens(si)
+        sync(session.device)
         times.append(time.perf_counter() - t0)
     return times
 
@@ -91,8 +102,10 @@ def reprefill_seconds(model, history: EncodedTick, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         fresh = KVSession(model, ring=False, capacity=len(history.tokens))
+        sync(fresh.device)
         t0 = time.perf_counter()
         fresh.append(history)
+        sync(fresh.device)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -102,13 +115,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds: short histories, few ticks")
     parser.add_argument("--ticks", type=int, default=None, help="measured ticks per point (default 60; quick 8)")
     parser.add_argument("--config", default="embedded", choices=sorted(PRESETS))
+    parser.add_argument("--device", default="cpu", help="torch device for the model and caches (cpu, cuda, cuda:1)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = PRESETS[args.config]()
     n = args.ticks or (8 if args.quick else 60)
     short_ticks = 50  # 10 s
     long_ticks = 300 if args.quick else 3000  # 60 s (quick) or 10 min
-    model = LocalBackend.random(cfg, seed=0).model
+    model = LocalBackend.random(cfg, seed=0, device=args.device).model
     rng = np.random.default_rng(0)
 
     session = KVSession(model, trace=True)
@@ -157,6 +171,10 @@ def main() -> None:
         "memory_bytes": session.memory_bytes(),
         "threads": torch.get_num_threads(),
     }
+    if torch.device(args.device).type != "cpu":
+        figures["device"] = (
+            torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else args.device
+        )
     print(f"{'history':>10} {'p50 ms':>8} {'p99 ms':>8}")
     print(f"{short_ticks * TICK_S:>9.0f}s {p50_short:>8.2f} {p99_short:>8.2f}")
     print(f"{long_ticks * TICK_S:>9.0f}s {p50_long:>8.2f} {p99_long:>8.2f}")
