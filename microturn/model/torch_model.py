@@ -66,28 +66,30 @@ def _gelu(x: torch.Tensor, exact: bool) -> torch.Tensor:
     return x * torch.sigmoid(1.702 * x)
 
 
-_rope_cache: dict[tuple[int, float, int], tuple[torch.Tensor, torch.Tensor]] = {}
+_rope_cache: dict[tuple[int, float, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _rope_chunk(head_dim: int, theta: float, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # Computed in float64 on a fixed-size chunk of positions, so a position's value never depends on which
-    # other positions were computed with it (transcendentals are not batch-invariant).
-    key = (head_dim, theta, chunk)
+def _rope_chunk(head_dim: int, theta: float, chunk: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Computed on the CPU in float64 on a fixed-size chunk of positions, so a position's value never depends on
+    # which other positions were computed with it, nor on the device (transcendentals are not batch-invariant).
+    key = (head_dim, theta, chunk, str(device))
     if key not in _rope_cache:
         half = head_dim // 2
         inv = 1.0 / theta ** (torch.arange(half, dtype=torch.float64) / half)
         pos = torch.arange(chunk * _ROPE_CHUNK, (chunk + 1) * _ROPE_CHUNK, dtype=torch.float64)
         ang = pos[:, None] * inv[None, :]
-        _rope_cache[key] = (torch.cos(ang).float(), torch.sin(ang).float())
+        _rope_cache[key] = (torch.cos(ang).float().to(device), torch.sin(ang).float().to(device))
     return _rope_cache[key]
 
 
-def rope_tables(head_dim: int, theta: float, start: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin [n, head_dim/2] for positions start .. start+n-1."""
+def rope_tables(head_dim: int, theta: float, start: int, n: int,
+                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [n, head_dim/2] for positions start .. start+n-1, on ``device``."""
+    device = torch.device(device)
     chunks = range(start // _ROPE_CHUNK, (start + n - 1) // _ROPE_CHUNK + 1) if n else range(0)
-    parts = [_rope_chunk(head_dim, theta, c) for c in chunks]
+    parts = [_rope_chunk(head_dim, theta, c, device) for c in chunks]
     if not parts:
-        return torch.zeros(0, head_dim // 2), torch.zeros(0, head_dim // 2)
+        return torch.zeros(0, head_dim // 2, device=device), torch.zeros(0, head_dim // 2, device=device)
     cos = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
     sin = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
     off = start - chunks[0] * _ROPE_CHUNK
@@ -228,7 +230,7 @@ class Block(nn.Module):
         hq, hkv, dh = c.n_heads, c.n_kv_heads, c.head_dim
         h = xo.rms_norm(x, self.attn_norm, c.norm_eps)
         qkv = xo.linear(h, self._qkv_t()).reshape(n, hq + 2 * hkv, dh)
-        cos, sin = rope_tables(dh, c.rope_theta, start, n)
+        cos, sin = rope_tables(dh, c.rope_theta, start, n, x.device)
         qk = xo.rope(qkv[:, :hq + hkv], cos, sin)
         q, k, v = qk[:, :hq], qk[:, hq:], qkv[:, hq + hkv:]
         xo.kv_write(cache.k, cache.v, cache.table, start, k, v)
@@ -356,7 +358,7 @@ class InteractionModel(nn.Module):
         """Teacher-forced pass over a batch tokens [B, T] in plain torch (differentiable)."""
         c = self.cfg
         x = self.embed(tokens, dmel, patches)
-        cos, sin = rope_tables(c.head_dim, c.rope_theta, 0, tokens.shape[1])
+        cos, sin = rope_tables(c.head_dim, c.rope_theta, 0, tokens.shape[1], tokens.device)
         lbs = []
         for block in self.blocks:
             x, lb = block(x, cos, sin)
