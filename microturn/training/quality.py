@@ -1,0 +1,205 @@
+"""Closed-loop quality of an interaction model on held-out randomized dialogs, beside the oracle's own.
+
+Each held-out dialog (:func:`~microturn.training.dialogs.generate_dialogs` with ``heldout=True``: seeds disjoint
+from any training corpus) runs as a scenario in lockstep, once per model, with the model in the loop: what it
+says is played out, heard, interrupted, and shapes the dialog state it sees next. The scenario metrics of every
+session are pooled per event:
+
+* **response latency**: median over smooth turn ends (end of the user's turn to the assistant's first audio);
+* **stop latency**: median over barge-ins (how long the assistant kept talking over the user);
+* **takeover on pauses**: the fraction of the user's thinking pauses the assistant talked into;
+* **control agreement**: per tick, the model's control set against a *shadow oracle* — the scripted policy fed
+  the very same inputs the model got, so it says what the oracle would have decided on the model's own
+  trajectory (the DAgger labelling; open-loop agreement on the oracle's trajectory is
+  :func:`~microturn.training.train.evaluate_sessions`);
+* **expectations**: the dialog scenarios' own checks are not used (generated dialogs carry none); the scenario
+  library's turn-taking expectations are checked by the tests on the committed checkpoint.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from microturn.model.protocol import ModelSpec, StepInput, StepOutput
+
+__all__ = ["ModelQuality", "ShadowOracleBackend", "format_quality", "measure_quality"]
+
+
+@dataclass
+class _Agreement:
+    ticks: int = 0
+    agree: int = 0
+
+
+class _ShadowSession:
+    """Steps the model's session and, on the same input, the oracle's; counts control-set agreement."""
+
+    def __init__(self, inner: Any, oracle: Any, tally: _Agreement) -> None:
+        self.inner, self.oracle, self.tally = inner, oracle, tally
+        self.blocking = getattr(inner, "blocking", False)
+
+    def _count(self, step_input: StepInput, output: StepOutput) -> StepOutput:
+        want = self.oracle.step_sync(step_input)
+        self.tally.ticks += 1
+        self.tally.agree += frozenset(want.controls) == frozenset(output.controls)
+        return output
+
+    def step_sync(self, step_input: StepInput) -> StepOutput:
+        """The model's step; the oracle's answer to the same input is only counted."""
+        return self._count(step_input, self.inner.step_sync(step_input))
+
+    async def step(self, step_input: StepInput) -> StepOutput:
+        """The model's step; the oracle's answer to the same input is only counted."""
+        return self._count(step_input, await self.inner.step(step_input))
+
+    async def close(self) -> None:
+        """Close both sessions."""
+        await self.inner.close()
+        await self.oracle.close()
+
+
+class ShadowOracleBackend:
+    """A backend that runs ``inner`` and shadows every session with the scripted oracle (same spec and seed),
+    tallying per-tick agreement of the control sets in :attr:`ticks` / :attr:`agree`."""
+
+    def __init__(self, inner: Any, oracle_options: dict[str, Any] | None = None) -> None:
+        from microturn.model.scripted import ScriptedPolicy
+
+        self.inner = inner
+        self.oracle = ScriptedPolicy(**(oracle_options or {}))
+        self.name = f"shadowed:{getattr(inner, 'name', 'model')}"
+        self.tally = _Agreement()
+
+    async def open_session(self, spec: ModelSpec) -> _ShadowSession:
+        """Open the model's session and the oracle's beside it."""
+        return _ShadowSession(await self.inner.open_session(spec), await self.oracle.open_session(spec), self.tally)
+
+
+@dataclass
+class ModelQuality:
+    """Pooled closed-loop figures of one model over the held-out dialogs."""
+
+    model: str
+    dialogs: int
+    ticks: int
+    control_agreement: float
+    response_latency_s: float | None
+    stop_latency_s: float | None
+    takeover_pause: float | None
+    takeover_backchannel: float | None
+    takeover_turn: float | None
+    turn_ends: int
+    barge_ins: int
+    pauses: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def figures(self) -> dict[str, Any]:
+        """The figures as plain data (for JSON)."""
+        return {k: v for k, v in self.__dict__.items() if k != "extra"} | self.extra
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(statistics.median(vals), 3) if vals else None
+
+
+def _rate(values: Sequence[bool | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(sum(vals) / len(vals), 3) if vals else None
+
+
+def measure_quality(
+    model: str,
+    *,
+    seed: int = 0,
+    dialogs: int = 40,
+    progress: Callable[[int, int], None] | None = None,
+    **dialog_options: Any,
+) -> ModelQuality:
+    """Run ``dialogs`` held-out dialogs of corpus ``seed`` with ``model`` (a runner model name such as
+    ``scripted`` or ``local:PATH``) in the loop; pool their metrics and the shadow oracle's agreement."""
+    from microturn.actors import InteractionActor
+    from microturn.runtime import open_session, run_lockstep
+    from microturn.scenarios.format import TICK_PERIOD, encode_scenario
+    from microturn.scenarios.metrics import compute_metrics
+    from microturn.scenarios.runner import build_actors
+    from microturn.scenarios.triggers import Director, prepare_plans
+
+    from .dialogs import generate_dialogs
+
+    events: list[Any] = []
+    tally = _Agreement()
+    done = 0
+    for dialog in generate_dialogs(seed, dialogs, heldout=True, **dialog_options):
+        scenario = dialog.scenario
+        plans = prepare_plans(scenario)
+        actors = build_actors(scenario=encode_scenario(scenario), model=model)
+        interaction = next(a for a in actors if isinstance(a, InteractionActor))
+        shadow = ShadowOracleBackend(interaction.backend, scenario.model.options)
+        shadow.tally = tally
+        interaction.backend = shadow
+        director = Director(scenario, plans)
+        messages: list[Any] = []
+
+        async def body(actors: list[Any] = actors, director: Director = director, messages: list[Any] = messages,
+                       name: str = scenario.name, duration: float = scenario.duration) -> None:
+            async with open_session(actors, mode="lockstep", tick_period=TICK_PERIOD, session_id=name,
+                                    taps=[messages.append, director.observe]) as session:
+                director.attach(session)
+                await session.run_for(duration)
+
+        run_lockstep(body)
+        events += compute_metrics(messages, tick_period=TICK_PERIOD).events
+        done += 1
+        if progress is not None:
+            progress(done, dialogs)
+
+    def of(kind: str) -> list[Any]:
+        return [e for e in events if e.kind == kind]
+
+    return ModelQuality(
+        model=model,
+        dialogs=done,
+        ticks=tally.ticks,
+        control_agreement=round(tally.agree / max(tally.ticks, 1), 4),
+        response_latency_s=_median([e.latency for e in of("turn_end")]),
+        stop_latency_s=_median([e.stop_latency for e in of("barge_in")]),
+        takeover_pause=_rate([e.takeover for e in of("pause")]),
+        takeover_backchannel=_rate([e.takeover for e in of("backchannel")]),
+        takeover_turn=_rate([e.takeover for e in of("turn_end")]),
+        turn_ends=len(of("turn_end")),
+        barge_ins=len(of("barge_in")),
+        pauses=len(of("pause")),
+    )
+
+
+_ROWS = (
+    ("response_latency_s", "median response latency (s)", "≤ 0.40"),
+    ("stop_latency_s", "median stop latency (s)", "≤ 0.20"),
+    ("takeover_pause", "takeover on thinking pauses", "≤ 10 %"),
+    ("control_agreement", "per-tick control agreement with the oracle", "≥ 95 %"),
+    ("takeover_turn", "takeover on smooth turn ends", "high"),
+    ("takeover_backchannel", "takeover on backchannels", "low"),
+)
+
+
+def format_quality(results: Sequence[ModelQuality]) -> str:
+    """A Markdown table: one row per figure, one column per model, plus the issue's target."""
+
+    def cell(value: Any, key: str) -> str:
+        if value is None:
+            return "—"
+        if key.startswith(("takeover", "control")):
+            return f"{100 * value:.1f} %"
+        return f"{value:.2f}"
+
+    head = "| figure | " + " | ".join(r.model for r in results) + " | target |"
+    lines = [head, "|" + " --- |" * (len(results) + 2)]
+    for key, label, target in _ROWS:
+        lines.append(f"| {label} | " + " | ".join(cell(getattr(r, key), key) for r in results) + f" | {target} |")
+    counts = ", ".join(f"{r.model}: {r.dialogs} dialogs, {r.ticks} ticks, {r.turn_ends} turn ends, "
+                       f"{r.barge_ins} barge-ins, {r.pauses} pauses" for r in results)
+    return "\n".join(lines) + f"\n\n({counts})"

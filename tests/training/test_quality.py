@@ -1,0 +1,59 @@
+"""Closed-loop quality: held-out dialogs with a model in the loop, pooled scenario metrics, and a shadow oracle
+that labels the model's own trajectory."""
+
+from __future__ import annotations
+
+from microturn.messages import DialogState, InputChunk
+from microturn.model.protocol import ModelSpec, StepInput, StepOutput
+from microturn.training.dialogs import dialog_seed, generate_dialogs
+from microturn.training.quality import ShadowOracleBackend, format_quality, measure_quality
+
+
+def test_the_oracle_agrees_with_itself_and_its_figures_come_from_its_events() -> None:
+    q = measure_quality("scripted", seed=5, dialogs=3, categories=["greeting", "question", "pause_silent"],
+                        text_fraction=1.0)
+    assert q.dialogs == 3 and q.ticks > 100
+    assert q.control_agreement == 1.0  # the shadow is the very policy that acts
+    assert q.turn_ends > 0 and q.response_latency_s is not None and 0 <= q.response_latency_s < 1.0
+    assert q.pauses > 0 and q.takeover_pause == 0.0  # the oracle never takes a thinking pause over
+    table = format_quality([q])
+    assert "median response latency" in table and "100.0 %" in table and "≤ 0.40" in table
+
+
+class SilentModel:
+    """A test double model that never speaks."""
+
+    name = "silent"
+
+    async def open_session(self, spec: ModelSpec) -> SilentModel:
+        return self
+
+    blocking = True
+
+    def step_sync(self, step_input: StepInput) -> StepOutput:
+        return StepOutput(controls=["silence"])
+
+    async def step(self, step_input: StepInput) -> StepOutput:
+        return self.step_sync(step_input)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_the_shadow_counts_disagreement_on_the_models_own_trajectory() -> None:
+    shadow = ShadowOracleBackend(SilentModel())
+    session = await shadow.open_session(ModelSpec())
+    (dialog,) = generate_dialogs(5, 1, heldout=True, categories=["greeting"], text_fraction=1.0)
+    idle = DialogState(floor="none", user="yielding", assistant="silent")
+    for tick in range(5):
+        out = session.step_sync(StepInput(chunk=InputChunk(tick=tick, text="hello" if tick == 0 else ""), dialog=idle))
+        assert out.controls == ["silence"]  # the model's output is what goes out
+    assert shadow.tally.ticks == 5 and 0 < shadow.tally.agree < 5  # the oracle would have greeted back
+    await session.close()
+    assert dialog.scenario.model.name == "scripted"
+
+
+def test_held_out_dialog_seeds_are_disjoint_from_training_seeds() -> None:
+    train = {dialog_seed(3, i) for i in range(2000)}
+    held = {dialog_seed(3, i, heldout=True) for i in range(200)}
+    assert not train & held
