@@ -158,7 +158,11 @@ class ScriptedPolicy:
         reply_after_silence: float = 0.6,
         speech_threshold: float = 0.5,
         tick_period: float = 0.2,
+        late_reply: float = 0.0,
+        late_reply_max: float = 0.6,
     ) -> None:
+        if not 0.0 <= late_reply <= 1.0:
+            raise ValueError(f"ScriptedPolicy(late_reply=...) must be a probability in [0, 1], got {late_reply!r}")
         if words_per_tick <= 0:
             raise ValueError(f"ScriptedPolicy(words_per_tick=...) must be > 0, got {words_per_tick!r}")
         if tick_period <= 0:
@@ -167,6 +171,8 @@ class ScriptedPolicy:
         self.backchannel_ticks = max(1, round(backchannel_after / tick_period))
         self.reply_silence_ticks = max(1, round(reply_after_silence / tick_period))
         self.speech_threshold = speech_threshold
+        self.late_reply = float(late_reply)
+        self.late_reply_ticks = max(1, round(late_reply_max / tick_period))
 
     async def open_session(self, spec: ModelSpec) -> ScriptedSession:
         """Open a fresh conversation; ``spec.options["words_per_tick"]`` overrides the pacing."""
@@ -197,6 +203,7 @@ class ScriptedSession(BlockingModelSession):
         self.held: list[str] = []  # a trailing "stop" while translating: maybe the start of "stop translating"
         self.asked_away = False
         self.image: tuple[int, str] | None = None  # (patches, main colour) of the last image shown
+        self.hold: int | None = None  # ticks a startable reply still waits (late_reply), drawn once per reply
 
     def step_sync(self, step_input: StepInput) -> StepOutput:
         """Observe one tick's inputs and say (at most) this tick's words."""
@@ -357,6 +364,11 @@ class ScriptedSession(BlockingModelSession):
             return
         dialog = inp.dialog
         user_busy = state in _LISTENING if state is not None else self.silent_ticks == 0
+        startable = (self.reply is not None or self.idle) and not user_busy and state != "away"
+        if not self.urgent and startable and self._held_back():
+            return
+        if not startable:
+            self.hold = None
         if self.urgent:
             self._begin(self.urgent.popleft())
         elif self.reply is not None and not user_busy:
@@ -367,6 +379,20 @@ class ScriptedSession(BlockingModelSession):
             self._begin(_Utterance([self.rng.choice(_BACKCHANNELS)], kind="backchannel"))
         elif self.idle and not user_busy and state != "away" and self.reply is None:
             self._begin(self.idle.popleft())
+
+    def _held_back(self) -> bool:
+        """Whether a reply that could start now waits another tick (``late_reply``: training data for a model
+        must show replies that come late too, or a model that misses the first tick never answers)."""
+        if self.policy.late_reply <= 0:
+            return False
+        if self.hold is None:
+            late = self.rng.random() < self.policy.late_reply
+            self.hold = self.rng.randint(1, self.policy.late_reply_ticks) if late else 0
+        if self.hold > 0:
+            self.hold -= 1
+            return True
+        self.hold = None
+        return False
 
     def _backchannel_due(self, state: str | None, user_floor: bool) -> bool:
         n = self.policy.backchannel_ticks

@@ -29,6 +29,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     corpus.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
     corpus.add_argument("--text-fraction", type=float, default=0.25, metavar="F",
                         help="fraction of dialogs in text mode instead of espeak-ng speech (default 0.25)")
+    corpus.add_argument("--late-reply", type=float, default=0.0, metavar="P",
+                        help="probability that the oracle answers a turn up to 0.6 s late (default 0); the shipped "
+                        "model was trained with 0.3, so it learns to answer after a missed first tick")
     corpus.add_argument("--stats", action="store_true", help="only print the statistics of the corpus in --out")
     corpus.set_defaults(fn=corpus_command)
     _register_train(subparsers)
@@ -105,7 +108,8 @@ def corpus_command(args: argparse.Namespace) -> int:
         if not args.stats:
             report = build_corpus(args.out, dialogs=args.dialogs, seed=args.seed, heldout=args.heldout,
                                   dialogs_per_shard=args.per_shard, workers=args.workers, progress=_Bar(),
-                                  text_fraction=args.text_fraction)
+                                  text_fraction=args.text_fraction,
+                                  **({"late_reply": args.late_reply} if args.late_reply else {}))
             for note in report.shards_replaced:
                 print(f"replaced a damaged shard: {note}", file=sys.stderr)
             print(f"wrote {report.shards_written} shards, kept {report.shards_skipped} finished ones: "

@@ -419,6 +419,7 @@ def make_dialog(
     *,
     index: int = 0,
     text_fraction: float = 0.25,
+    late_reply: float = 0.0,
     turns: tuple[int, int] = (2, 5),
     away_fraction: float = 0.08,
     categories: list[str] | None = None,
@@ -444,7 +445,9 @@ def make_dialog(
     # Reminders need the real set_timer (its firing comes back as a background update).
     builtin = "reminder" in chosen or rng.random() < 0.3
     b = ScenarioBuilder(name or f"dialog-{seed:016x}", category="training", tags=sorted(set(chosen)) + [mode])
-    b.model("scripted", seed=rng.randrange(1 << 31))
+    # late_reply: the oracle sometimes answers a tick or three late, so the data shows what to do after a
+    # missed first tick (answer now), a state a model that only ever saw prompt answers never learns.
+    b.model("scripted", seed=rng.randrange(1 << 31), options={"late_reply": late_reply} if late_reply else {})
     b.speech(mode, wpm=None if mode == "text" else wpm, voice=voice)
     c = _Ctx(b, rng, mode, wpm, builtin)
     tail = 2.0

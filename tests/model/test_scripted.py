@@ -85,6 +85,22 @@ def test_answers_after_the_user_yields_word_by_word() -> None:
     assert [o.controls for o in c.outputs[3:6]] == [["speak"], ["speak"], ["speak"]]  # speak between words too
 
 
+def test_late_reply_answers_up_to_its_maximum_late_and_is_seeded() -> None:
+    def first_word_tick(seed: int) -> int:
+        c = Conversation(ScriptedPolicy(late_reply=1.0, late_reply_max=0.6), ModelSpec(seed=seed))
+        c.step("hello there", dialog=state("speaking"))
+        for _ in range(8):
+            if c.step(dialog=state("yielding")).text:
+                return c.tick - 2  # ticks waited after the first yielding one
+        raise AssertionError("never answered")
+
+    waits = {seed: first_word_tick(seed) for seed in range(12)}
+    assert set(waits.values()) <= {1, 2, 3} and len(set(waits.values())) > 1  # always late, by 1 to 3 ticks
+    assert waits == {seed: first_word_tick(seed) for seed in range(12)}  # the session's seed decides
+    with pytest.raises(ValueError, match="late_reply"):
+        ScriptedPolicy(late_reply=1.5)
+
+
 def test_stays_silent_through_a_thinking_pause() -> None:
     c = Conversation()
     c.step("so I was wondering", dialog=state("speaking"))
