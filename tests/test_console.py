@@ -47,7 +47,7 @@ class Tmux:
 
 @pytest.fixture
 def chat():
-    term = Tmux(f"{sys.executable} -m microturn.cli chat")
+    term = Tmux(f"{sys.executable} -m microturn.cli chat --model scripted")  # the oracle's exact phrasing
     yield term
     term.close()
 

@@ -326,7 +326,7 @@ def test_metrics_of_a_real_demo_recording_are_plausible_and_deterministic(tmp_pa
     results = []
     for i in range(2):
         path = tmp_path / f"demo{i}.mtrec"
-        assert main(["demo", "--record", str(path)]) == 0
+        assert main(["demo", "--model", "scripted", "--record", str(path)]) == 0
         capsys.readouterr()
         assert metrics_main(str(path)) == 0
         out = capsys.readouterr().out
