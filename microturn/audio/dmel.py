@@ -239,6 +239,21 @@ def dequantize(levels: np.ndarray, params: DMelParams = DMEL) -> np.ndarray:
     return (params.log_min + params.level_step * lv.astype(np.float64)).astype(np.float32)
 
 
+def unit_from_mel(mel: np.ndarray, params: DMelParams = DMEL) -> np.ndarray:
+    """Linear mel magnitudes -> log10 clamped to [log_min, log_max], scaled to [-1, 1] (float32): the continuous
+    frames the model's flow head generates."""
+    log = np.log10(np.maximum(np.asarray(mel, dtype=np.float64), 10.0**params.log_min))
+    mid, half = (params.log_max + params.log_min) / 2, (params.log_max - params.log_min) / 2
+    return ((np.clip(log, params.log_min, params.log_max) - mid) / half).astype(np.float32)
+
+
+def levels_from_unit(unit: np.ndarray, params: DMelParams = DMEL) -> np.ndarray:
+    """Frames on the [-1, 1] scale of :func:`unit_from_mel` -> the nearest dMel levels (uint8)."""
+    mid, half = (params.log_max + params.log_min) / 2, (params.log_max - params.log_min) / 2
+    log = np.clip(np.asarray(unit, dtype=np.float64), -1.0, 1.0) * half + mid
+    return np.rint((log - params.log_min) / params.level_step).astype(np.uint8)
+
+
 def levels_from_magnitudes(magnitudes: np.ndarray, params: DMelParams = DMEL) -> np.ndarray:
     """dMel levels [frames, n_mels] (uint8) from magnitude spectra [frames, n_bins]."""
     return quantize(mel_magnitudes(magnitudes, params), params)

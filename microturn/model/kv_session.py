@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import torch
 
 from microturn.kernels import det_exp
@@ -114,13 +115,16 @@ class KVSession:
 
     def __init__(self, model: InteractionModel, *, temperature: float = 0.0, seed: int = 0, ring: bool = True,
                  capacity: int | None = None, grow_blocks: int = 64, table_positions: int = 1 << 16,
-                 trace: bool = False) -> None:
+                 trace: bool = False, audio: bool = False) -> None:
         cfg = model.cfg
         if temperature < 0:
             raise SessionError(f"temperature: expected ≥ 0, got {temperature!r}")
         self.model = model
         self.cfg = cfg
         self.temperature = float(temperature)
+        self.seed = seed
+        self.audio = audio
+        self.hidden: list[torch.Tensor] = []  # this step's flow conditions (audio only)
         self.device = next(model.parameters()).device
         bs = cfg.block_size
         ring_blocks = -(-(cfg.window + cfg.max_chunk_tokens) // bs) + 1
@@ -162,13 +166,15 @@ class KVSession:
             cache.reserve(self.length + n)
         tokens, dmel, patches = chunk.arrays()
         dev = self.device
-        _, logits = self.model.forward_cached(
+        hidden, logits = self.model.forward_cached(
             torch.from_numpy(tokens).to(dev),
             torch.from_numpy(dmel.copy()).to(dev) if len(dmel) else None,
             torch.from_numpy(patches.copy()).to(dev) if len(patches) else None,
             self.caches, self.length,
         )
         self.length += n
+        if self.audio:
+            self.hidden.append(hidden[-1])
         if self.trace is not None:
             self.trace.append((chunk, logits.clone()))
         return logits
@@ -195,6 +201,7 @@ class KVSession:
         if limit < 1:
             raise SessionError(f"max_new_tokens: expected ≥ 1, got {limit}")
         chunk = EncodedTick(([self.carry] if self.carry is not None else []) + enc.tokens, enc.dmel, enc.patches)
+        self.hidden = []
         logits = self.append(chunk)[-1]
         out: list[int] = []
         while True:
@@ -210,8 +217,26 @@ class KVSession:
         return out
 
     def step(self, step_input: StepInput) -> StepOutput:
-        """Append one tick's inputs and decode that tick's :class:`StepOutput`."""
-        return self.decoder.decode(self.step_tokens(step_input))
+        """Append one tick's inputs and decode that tick's :class:`StepOutput` (with ``audio``: the next
+        window's four dMel frames from the flow head, 80 level bytes each)."""
+        out = self.decoder.decode(self.step_tokens(step_input))
+        if not self.audio:
+            return out
+        return msgspec.structs.replace(out, audio=self.sample_audio())
+
+    def sample_audio(self) -> bytes:
+        """The flow head's frames for the step just taken, as dMel levels [4, 80] (uint8 bytes). The noise is
+        drawn from (seed, tick) alone, so a restored or replayed session samples the same frames."""
+        from microturn.audio.dmel import levels_from_unit
+
+        if not self.hidden:
+            raise SessionError("sample_audio: no step taken yet (or the session was made without audio=True)")
+        n = len(self.hidden)
+        cond = torch.stack([self.hidden[min(j, n - 1)] for j in range(4)])
+        gen = torch.Generator(device=self.device).manual_seed((self.seed * 1_000_003 + self.ticks) % (1 << 63))
+        with torch.no_grad():
+            unit = self.model.flow.sample(cond.float(), generator=gen).cpu().numpy()
+        return levels_from_unit(unit).tobytes()
 
     # --- state -----------------------------------------------------------------------------------------------
 

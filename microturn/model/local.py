@@ -98,8 +98,8 @@ def load_checkpoint(path: str | Path, *, config: ModelConfig | None = None) -> t
 class LocalSession(BlockingModelSession):
     """One conversation on the local model: a :class:`KVSession` stepped on the calling thread."""
 
-    def __init__(self, model: InteractionModel, spec: ModelSpec) -> None:
-        self.kv = KVSession(model, temperature=spec.temperature, seed=spec.seed)
+    def __init__(self, model: InteractionModel, spec: ModelSpec, *, audio: bool = False) -> None:
+        self.kv = KVSession(model, temperature=spec.temperature, seed=spec.seed, audio=audio)
         self.closed = False
 
     def step_sync(self, step_input: StepInput) -> StepOutput:
@@ -132,11 +132,14 @@ class LocalBackend:
     :meth:`random` builds an UNTRAINED model (for tests and benchmarks: its outputs are noise). ``threads``
     sets torch's intra-op threads when a session opens (process-wide; None leaves it): decode is thousands
     of tiny ops, which one thread runs faster than two. ``spec.outputs_per_tick`` is not used: K is fixed by
-    the model's config (the layout it was trained on)."""
+    the model's config (the layout it was trained on). ``audio=True`` adds the flow head's frames to every
+    step (``StepOutput.audio``: four dMel frames); the checkpoint's manifest must say its flow head was
+    trained (``microturn train-flow``)."""
 
     name = "local"
 
-    def __init__(self, model: InteractionModel | str | Path, device: str = "cpu", *, threads: int | None = 1) -> None:
+    def __init__(self, model: InteractionModel | str | Path, device: str = "cpu", *, threads: int | None = 1,
+                 audio: bool = False) -> None:
         if isinstance(model, (str, Path)):
             model, self.manifest = load_checkpoint(model)
         elif isinstance(model, InteractionModel):
@@ -144,8 +147,12 @@ class LocalBackend:
         else:
             raise TypeError(f"LocalBackend(model=...): expected an InteractionModel or a checkpoint path, "
                             f"got {type(model).__name__}")
+        if audio and self.manifest and not isinstance(self.manifest.get("flow"), dict):
+            raise CheckpointError("audio: this checkpoint's flow head was never trained (its manifest has no "
+                                  "'flow' entry); run microturn train-flow on it first")
         self.model = model.to(device).eval()
         self.threads = threads
+        self.audio = audio
 
     @classmethod
     def random(cls, config: ModelConfig, seed: int = 0, device: str = "cpu", **kwargs: Any) -> LocalBackend:
@@ -164,4 +171,4 @@ class LocalBackend:
         """Open a fresh session (greedy at ``spec.temperature == 0``, else sampled from ``spec.seed``)."""
         if self.threads is not None:
             torch.set_num_threads(self.threads)
-        return LocalSession(self.model, spec)
+        return LocalSession(self.model, spec, audio=self.audio)
