@@ -118,3 +118,19 @@ def emit(result: dict[str, Any]) -> None:
     clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}
     sys.stdout.flush()
     print(json.dumps(clean, allow_nan=False), flush=True)
+
+
+STATES = ("speaking", "pausing", "yielding", "thinking", "speaking", "speaking")
+
+
+def tick_input(t: int, rng: Any) -> Any:
+    """A plausible model tick (a ``StepInput``): 4 dMel frames, a few words every couple of seconds, a changing
+    dialog state. ``rng`` is a numpy Generator."""
+    from microturn.messages import DialogState, InputChunk
+    from microturn.model.protocol import StepInput
+
+    text = "what time is it" if t % 10 == 3 else ""
+    chunk = InputChunk(tick=t, dmel=rng.integers(0, 16, 320, dtype="uint8").tobytes(), n_frames=4, text=text,
+                       speech_prob=float(rng.random()))
+    dialog = DialogState(floor="user", user=STATES[(t // 5) % len(STATES)], assistant="silent")  # type: ignore[arg-type]
+    return StepInput(chunk=chunk, dialog=dialog, speaking=False)

@@ -38,27 +38,14 @@ except ImportError:  # running from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
+from _common import tick_input
 
-from microturn.messages import DialogState, InputChunk
 from microturn.model.config import PRESETS
 from microturn.model.kv_session import KVSession
 from microturn.model.layout import DMEL, PATCH, EncodedTick
 from microturn.model.local import LocalBackend
-from microturn.model.protocol import StepInput
 
 TICK_S = 0.2
-STATES = ("speaking", "pausing", "yielding", "thinking", "speaking", "speaking")
-
-
-def tick_input(t: int, rng: np.random.Generator) -> StepInput:
-    """A plausible tick: 4 dMel frames, a few words every couple of seconds, a changing dialog state."""
-    text = "what time is it" if t % 10 == 3 else ""
-    chunk = InputChunk(tick=t, dmel=rng.integers(0, 16, 320, dtype=np.uint8).tobytes(), n_frames=4, text=text,
-                       speech_prob=float(rng.random()))
-    dialog = DialogState(floor="user", user=STATES[(t // 5) % len(STATES)], assistant="silent")  # type: ignore[arg-type]
-    return StepInput(chunk=chunk, dialog=dialog, speaking=False)
-
-
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) * 1e3
 

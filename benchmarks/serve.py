@@ -35,27 +35,14 @@ except ImportError:  # running from a checkout that is not installed
 
 import torch
 import trio
-from _common import cpu_name, percentile, quiet_logging
+from _common import cpu_name, percentile, quiet_logging, tick_input
 
-from microturn.messages import DialogState, InputChunk
 from microturn.model.config import PRESETS
 from microturn.model.local import LocalBackend, save_checkpoint
-from microturn.model.protocol import ModelSpec, StepInput
+from microturn.model.protocol import ModelSpec
 from microturn.model.sglang import open_sglang_backend
 
 ROOT = Path(__file__).resolve().parents[1]
-STATES = ("speaking", "pausing", "yielding", "thinking", "speaking", "speaking")
-
-
-def tick_input(t: int, rng: np.random.Generator) -> StepInput:
-    """A plausible tick: 4 dMel frames, a few words every couple of seconds, a changing dialog state."""
-    text = "what time is it" if t % 10 == 3 else ""
-    chunk = InputChunk(tick=t, dmel=rng.integers(0, 16, 320, dtype=np.uint8).tobytes(), n_frames=4, text=text,
-                       speech_prob=float(rng.random()))
-    dialog = DialogState(floor="user", user=STATES[(t // 5) % len(STATES)], assistant="silent")  # type: ignore[arg-type]
-    return StepInput(chunk=chunk, dialog=dialog, speaking=False)
-
-
 def start_server(checkpoint: Path) -> tuple[subprocess.Popen[str], str]:
     """``microturn serve`` on a free port, as its own process; returns it and its URL."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
