@@ -68,6 +68,9 @@ def _register_train(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--session-ticks", type=int, default=1000, metavar="N",
                        help="also run the first N held-out ticks through free-running greedy sessions "
                        "(the inference path; ~20-40 ms a tick on CPU; 0: skip; default 1000)")
+    train.add_argument("--lag-headers", type=float, default=0.0, metavar="P",
+                       help="probability that a tick spent spelling out a tool call or goal shows the assistant "
+                       "silent, as a model's own world does (default 0)")
     train.add_argument("--context-noise", type=float, default=0.0, metavar="F",
                        help="fraction of output tokens in the context replaced by random ones, targets kept "
                        "(robustness to the model's own mistakes; default 0)")
@@ -202,7 +205,7 @@ def train_command(args: argparse.Namespace) -> int:
     cfg = TrainConfig(config=args.config, steps=args.steps, batch=args.batch, lr=args.lr, warmup=args.warmup,
                       seed=args.seed, seq_len=args.seq_len, minutes=args.minutes, save_every=args.save_every,
                       eval_windows=args.eval_windows, session_ticks=args.session_ticks,
-                      context_noise=args.context_noise)
+                      context_noise=args.context_noise, lag_headers=args.lag_headers)
     try:
         cfg.validate()
         if args.threads is not None:
@@ -213,7 +216,7 @@ def train_command(args: argparse.Namespace) -> int:
             raise TrainError("--heldout must be another corpus than --corpus")
         t0 = time.perf_counter()
         manifest = read_manifest(args.corpus)
-        data = WindowDataset(load_corpus(args.corpus), cfg.model_config(), cfg.window_len())
+        data = WindowDataset(load_corpus(args.corpus), cfg.model_config(), cfg.window_len(), lag_headers=cfg.lag_headers)
         held = held_manifest = held_dialogs = None
         if args.heldout:
             held_manifest = read_manifest(args.heldout)

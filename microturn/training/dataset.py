@@ -13,6 +13,7 @@ layers see at inference.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -20,7 +21,19 @@ import numpy as np
 import torch
 
 from microturn.model.config import ModelConfig
-from microturn.model.layout import DMEL, PAD, PATCH, EncodedTick, OutputPacker, TickEncoder
+from microturn.model.layout import (
+    ASSISTANT,
+    DMEL,
+    FLOOR,
+    MAX_INPUT_HEADER,
+    PAD,
+    PATCH,
+    SPEAKING,
+    EncodedTick,
+    OutputDecoder,
+    OutputPacker,
+    TickEncoder,
+)
 
 from .corpus import TickExample
 
@@ -48,14 +61,33 @@ class DialogStream:
         return len(self.tokens)
 
 
-def encode_dialog(ticks: Sequence[TickExample], cfg: ModelConfig) -> DialogStream:
-    """Lay out a dialog's ticks as the session stream (fresh encoder and packer FIFOs, as a new session)."""
+def encode_dialog(ticks: Sequence[TickExample], cfg: ModelConfig, *, lag_headers: float = 0.0,
+                  seed: int = 0) -> DialogStream:
+    """Lay out a dialog's ticks as the session stream (fresh encoder and packer FIFOs, as a new session).
+
+    ``lag_headers``: the oracle's world reacted to its words at once, but the slots release a word only at its
+    space (often a tick later) and a payload (a tool call's JSON, a delegated goal) goes before the words that
+    come with it, so a model's words come out later than the oracle's did, and meanwhile its world shows it
+    silent. On such ticks, with this probability (drawn from ``seed``), the header shows the assistant silent,
+    so the model learns that finishing what it started does not depend on being heard yet."""
     encoder, packer = TickEncoder(cfg.max_input_tokens), OutputPacker(cfg.outputs_per_tick)
     seq, mask, starts, outs = EncodedTick([]), [], [], []
+    rng = random.Random(seed)
+    decoder, said, released = OutputDecoder(), 0, 0  # words of the utterance in progress
     for example in ticks:
         starts.append(len(seq.tokens))
+        # The oracle's world already hears what is still to be spelled out here: a payload, or an utterance
+        # none of whose words the slots have released yet (a word goes out at its space, often a tick after
+        # the oracle said it). Once a word is out, the model's world hears it speak too.
+        behind = bool(packer.controls) or (said > 0 and released == 0)
         enc = encoder.encode(example.input)
+        if behind and lag_headers and rng.random() < lag_headers:
+            enc.tokens[:MAX_INPUT_HEADER] = _silent_assistant(enc.tokens[:MAX_INPUT_HEADER])
         out = packer.pack(example.output)
+        said += len(example.output.text.split())
+        released += len(decoder.decode(out).text.split())
+        if {"end_utterance", "silence"} & set(example.output.controls):
+            said = released = 0
         seq.extend(enc)
         seq.extend(EncodedTick(out))
         mask += [False] * len(enc.tokens) + [True] * len(out)
@@ -99,15 +131,28 @@ class Batch:
         return int((self.tokens != PAD).sum())
 
 
+def _silent_assistant(header: list[int]) -> list[int]:
+    """A tick header (TICK, floor, user, assistant, speaking, vad) as a world that has not heard the assistant
+    yet would show it."""
+    tick, floor, user, assistant, _speaking, vad = header
+    if floor == FLOOR["assistant"]:
+        floor = FLOOR["none"]
+    if assistant in (ASSISTANT["speaking"], ASSISTANT["backchanneling"]):
+        assistant = ASSISTANT["silent"]
+    return [tick, floor, user, assistant, SPEAKING[False], vad]
+
+
 class WindowDataset:
     """All windows of a corpus, served in a seeded order: epoch ``e`` is a permutation drawn from (seed, e), so
     a data position (epoch, index) fully determines the next batch (what resuming restores)."""
 
-    def __init__(self, dialogs: Iterable[Sequence[TickExample]], cfg: ModelConfig, seq_len: int) -> None:
+    def __init__(self, dialogs: Iterable[Sequence[TickExample]], cfg: ModelConfig, seq_len: int, *,
+                 lag_headers: float = 0.0) -> None:
         if seq_len < 2:
             raise ValueError(f"seq_len: expected ≥ 2, got {seq_len}")
         self.cfg, self.seq_len = cfg, seq_len
-        self.streams = [encode_dialog(d, cfg) for d in dialogs if len(d)]
+        self.streams = [encode_dialog(d, cfg, lag_headers=lag_headers, seed=i)
+                        for i, d in enumerate(dl for dl in dialogs if len(dl))]
         if not self.streams:
             raise ValueError("the corpus holds no ticks")
         self.windows = [(i, s, e) for i, st in enumerate(self.streams)

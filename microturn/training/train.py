@@ -71,6 +71,9 @@ class TrainConfig:
     """Held-out windows to evaluate (0: all)."""
     session_ticks: int = 0
     """Held-out ticks to run through free-running greedy sessions (:func:`evaluate_sessions`; 0: none)."""
+    lag_headers: float = 0.0
+    """Probability that a tick spent spelling out a payload shows the assistant silent in its header (see
+    :func:`~microturn.training.dataset.encode_dialog`); a property of the training windows."""
     context_noise: float = 0.0
     """Fraction of the output tokens in the context replaced by a random output token (the targets stay the
     oracle's): a cheap guard against exposure bias, since a session's context holds its own outputs."""
@@ -92,6 +95,8 @@ class TrainConfig:
             raise TrainError("seq_len: expected 0 (automatic) or ≥ 2, got 1")
         if not 0 <= self.min_lr_ratio <= 1:
             raise TrainError(f"min_lr_ratio: expected a value in [0, 1], got {self.min_lr_ratio!r}")
+        if not 0 <= self.lag_headers <= 1:
+            raise TrainError(f"lag_headers: expected a probability in [0, 1], got {self.lag_headers!r}")
         if not 0 <= self.context_noise < 1:
             raise TrainError(f"context_noise: expected a fraction in [0, 1), got {self.context_noise!r}")
         if self.minutes is not None and not self.minutes > 0:

@@ -95,6 +95,31 @@ def test_dataset_stream_is_what_a_session_appends():
     torch.testing.assert_close(fast[:-1], session_logits, rtol=1e-4, atol=1e-4)
 
 
+def test_lag_headers_show_the_assistant_silent_only_while_its_world_has_heard_nothing_yet():
+    from microturn.model.layout import ASSISTANT, SPEAKING
+
+    cfg = tiny()
+    speaking = DialogState(floor="assistant", user="yielding", assistant="speaking")
+    ticks = [TickExample(tick=t, input=StepInput(chunk=InputChunk(tick=t), dialog=speaking, speaking=True),
+                         output=out) for t, out in enumerate([
+        StepOutput(text="Extraordinarily", controls=["speak"]),  # 16 bytes: released two ticks later
+        StepOutput(controls=["speak"]),
+        StepOutput(text="long", controls=["speak"]),
+        StepOutput(text="words.", controls=["speak", "end_utterance"]),
+        StepOutput(controls=["silence"]),
+    ])]
+    plain = encode_dialog(ticks, cfg)
+    lagged = encode_dialog(ticks, cfg, lag_headers=1.0)
+    flipped = [t for t, s in enumerate(plain.tick_starts) if plain.tokens[s + 4] != lagged.tokens[s + 4]]
+    assert flipped == [1, 2]  # the first word is still being spelled out; once out, the world hears it
+    s = lagged.tick_starts[1]
+    assert lagged.tokens[s + 3] == ASSISTANT["silent"] and lagged.tokens[s + 4] == SPEAKING[False]
+    assert np.array_equal(plain.target_mask, lagged.target_mask)
+    assert np.array_equal(plain.tokens[plain.target_mask], lagged.tokens[lagged.target_mask])  # targets kept
+    assert np.array_equal(encode_dialog(ticks, cfg, lag_headers=0.5, seed=3).tokens,
+                          encode_dialog(ticks, cfg, lag_headers=0.5, seed=3).tokens)
+
+
 def test_windows_lie_on_tick_boundaries_and_cover_the_stream():
     stream = encode_dialog(synthetic_dialog(40), tiny())
     bounds = set(stream.tick_starts.tolist()) | {len(stream)}
