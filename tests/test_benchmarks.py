@@ -21,6 +21,7 @@ FIGURES = {
     "tools.py": ["concurrency_ratio"],
     "suite.py": ["wall_seconds", "virtual_seconds", "x_realtime"],
     "model_step.py": ["step_p99_ms", "history_growth_ratio", "speedup_vs_reprefill"],
+    "model_quality.py": ["response_latency_s", "stop_latency_s", "takeover_pause", "control_agreement", "oracle"],
     "serve.py": ["http_overhead_ms_p50", "http_overhead_ms_p99", "sessions_p99_under_100ms"],
     "sglang_session.py": ["tick_latency_ms_p99", "cached_growth_per_tick", "cached_equals_previous_total"],
 }

@@ -146,7 +146,7 @@ def train_flow(model: InteractionModel, train: tuple[torch.Tensor, torch.Tensor]
         opt.step()
         sched.step()
         if (step + 1) % 500 == 0:
-            note(f"flow step {step + 1}/{steps} loss {float(loss):.4f}")
+            note(f"flow step {step + 1}/{steps} loss {float(loss.detach()):.4f}")
     model.flow.eval()
     after = _flow_loss(model, h_cond, h_data, seed)
     with torch.no_grad():
