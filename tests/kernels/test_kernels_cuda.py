@@ -16,6 +16,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import torch
+from test_kernels_attention import _naive as _attn_naive  # the same float64 reference
 
 from microturn.kernels import (
     DECODE_SPLIT_SIZE,
@@ -144,17 +145,6 @@ class _Cache:
         return table, k, v
 
 
-def _attn_naive(q, k, v, pos0, window=None, causal=True):
-    group = q.shape[1] // k.shape[1]
-    kk = k.double().repeat_interleave(group, 1)
-    vv = v.double().repeat_interleave(group, 1)
-    scores = torch.einsum("thd,lhd->htl", q.double(), kk) * q.shape[2] ** -0.5
-    p = torch.arange(pos0, pos0 + q.shape[0])[:, None]
-    j = torch.arange(k.shape[0])[None, :]
-    mask = j <= p if causal else torch.ones_like(j <= p)
-    if window:
-        mask = mask & (j > p - window)
-    return torch.einsum("htl,lhd->thd", scores.masked_fill(~mask, float("-inf")).softmax(-1), vv)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
