@@ -153,10 +153,12 @@ class RecordingBackend:
         return _RecordingSession(await self.inner.open_session(spec), self.examples)
 
 
-def run_dialog(dialog: GeneratedDialog, *, keep_messages: bool = False,
-               render_audio: bool = False) -> tuple[list[TickExample], list[Any]]:
-    """Run one dialog in lockstep with the oracle; its ticks, and (when asked) every bus message;
-    ``render_audio`` voices the assistant (espeak-ng), so its ``Playout`` messages carry PCM."""
+def run_dialog(dialog: GeneratedDialog, *, keep_messages: bool = False, render_audio: bool = False,
+               model: str | None = None, wrap: Callable[[Any], Any] | None = None,
+               ) -> tuple[list[TickExample], list[Any]]:
+    """Run one dialog in lockstep with the oracle (or ``model``, a runner model name); its ticks, and (when
+    asked) every bus message. ``render_audio`` voices the assistant (espeak-ng), so its ``Playout`` messages
+    carry PCM; ``wrap`` wraps the interaction backend (after the recording one) for the run."""
     from microturn.actors import InteractionActor
     from microturn.runtime import open_session, run_lockstep
     from microturn.scenarios.format import TICK_PERIOD, encode_scenario
@@ -165,11 +167,12 @@ def run_dialog(dialog: GeneratedDialog, *, keep_messages: bool = False,
 
     scenario = dialog.scenario
     plans = prepare_plans(scenario)  # speech synthesis (cached) happens here, off the session clock
-    actors = build_actors(scenario=encode_scenario(scenario), model=scenario.model.name, render_audio=render_audio)
+    actors = build_actors(scenario=encode_scenario(scenario), model=model or scenario.model.name,
+                          render_audio=render_audio)
     interaction = next(a for a in actors if isinstance(a, InteractionActor))
     # The runner takes backends by name only; swapping the built actor's backend keeps the actor untouched.
     recorder = RecordingBackend(interaction.backend)
-    interaction.backend = recorder
+    interaction.backend = wrap(recorder) if wrap is not None else recorder
     director = Director(scenario, plans)
     messages: list[Any] = []
     taps = [messages.append, director.observe] if keep_messages else [director.observe]

@@ -63,15 +63,16 @@ class _ShadowSession:
 
 class ShadowOracleBackend:
     """A backend that runs ``inner`` and shadows every session with the scripted oracle (same spec and seed),
-    tallying per-tick agreement of the control sets in :attr:`ticks` / :attr:`agree`."""
+    tallying per-tick agreement of the control sets in ``tally`` (shared when given, to pool sessions)."""
 
-    def __init__(self, inner: Any, oracle_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, inner: Any, oracle_options: dict[str, Any] | None = None, *,
+                 tally: _Agreement | None = None) -> None:
         from microturn.model.scripted import ScriptedPolicy
 
         self.inner = inner
         self.oracle = ScriptedPolicy(**(oracle_options or {}))
         self.name = f"shadowed:{getattr(inner, 'name', 'model')}"
-        self.tally = _Agreement()
+        self.tally = tally if tally is not None else _Agreement()
 
     async def open_session(self, spec: ModelSpec) -> _ShadowSession:
         """Open the model's session and the oracle's beside it."""
@@ -121,37 +122,19 @@ def measure_quality(
 ) -> ModelQuality:
     """Run ``dialogs`` held-out dialogs of corpus ``seed`` with ``model`` (a runner model name such as
     ``scripted`` or ``local:PATH``) in the loop; pool their metrics and the shadow oracle's agreement."""
-    from microturn.actors import InteractionActor
-    from microturn.runtime import open_session, run_lockstep
-    from microturn.scenarios.format import TICK_PERIOD, encode_scenario
+    from microturn.scenarios.format import TICK_PERIOD
     from microturn.scenarios.metrics import compute_metrics
-    from microturn.scenarios.runner import build_actors
-    from microturn.scenarios.triggers import Director, prepare_plans
 
+    from .corpus import run_dialog
     from .dialogs import generate_dialogs
 
     events: list[Any] = []
     tally = _Agreement()
     done = 0
     for dialog in generate_dialogs(seed, dialogs, heldout=True, **dialog_options):
-        scenario = dialog.scenario
-        plans = prepare_plans(scenario)
-        actors = build_actors(scenario=encode_scenario(scenario), model=model)
-        interaction = next(a for a in actors if isinstance(a, InteractionActor))
-        shadow = ShadowOracleBackend(interaction.backend, scenario.model.options)
-        shadow.tally = tally
-        interaction.backend = shadow
-        director = Director(scenario, plans)
-        messages: list[Any] = []
-
-        async def body(actors: list[Any] = actors, director: Director = director, messages: list[Any] = messages,
-                       name: str = scenario.name, duration: float = scenario.duration) -> None:
-            async with open_session(actors, mode="lockstep", tick_period=TICK_PERIOD, session_id=name,
-                                    taps=[messages.append, director.observe]) as session:
-                director.attach(session)
-                await session.run_for(duration)
-
-        run_lockstep(body)
+        options = dialog.scenario.model.options
+        _, messages = run_dialog(dialog, keep_messages=True, model=model,
+                                 wrap=lambda backend, o=options: ShadowOracleBackend(backend, o, tally=tally))
         events += compute_metrics(messages, tick_period=TICK_PERIOD).events
         done += 1
         if progress is not None:
