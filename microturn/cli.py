@@ -46,30 +46,20 @@ _DEMO_SHOWN = {
 }
 
 
-def _model_problem(name: str) -> str | None:
-    """Why the interaction backend ``name`` cannot be made (None when it can), before a session starts."""
-    from microturn.scenarios.format import ScenarioError
-    from microturn.scenarios.runner import make_backend
-
-    try:
-        make_backend(name)
-    except ScenarioError as exc:
-        return f"--model {name}: {exc.reason}"
-    return None
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from microturn import demo
     from microturn.messages import Playout, UserText
+    from microturn.scenarios.format import ScenarioError
 
     seen: list[Message] = []
     live = args.pipeline == "live"
-    if live and (error := _model_problem(args.model)):
-        print(f"error: {error}", file=sys.stderr)
+    try:  # before the session: a model that cannot be made is a usage error, not a session failure
+        actors = demo.build_live(wav_path=args.wav, model=args.model) if live else demo.build()
+    except ScenarioError as exc:
+        print(f"error: --model {args.model}: {exc.reason}", file=sys.stderr)
         return 2
 
     async def main() -> None:
-        actors = demo.build_live(wav_path=args.wav, model=args.model) if live else demo.build()
         async with open_session(
             actors,
             mode="lockstep",
@@ -102,24 +92,26 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from microturn.actors.interaction import InteractionActor
     from microturn.actors.output_mixer import OutputMixer
     from microturn.console import ConsoleActor, Screen, run_chat
+    from microturn.scenarios.format import ScenarioError
     from microturn.scenarios.runner import make_backend
 
-    if not args.url and (error := _model_problem(args.model)):
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-    def build(screen: Screen, backend: object = None) -> list:
+    def build(screen: Screen, backend: object) -> list:
         return [
             ClockActor(),
             PerceptionActor(),
             DialogStateActor(),
-            InteractionActor(backend if backend is not None else make_backend(args.model)),  # type: ignore[arg-type]
+            InteractionActor(backend),  # type: ignore[arg-type]
             OutputMixer(),
             ConsoleActor(screen),
         ]
 
     if not args.url:
-        trio.run(lambda: run_chat(build, tick_period=args.tick_ms / 1000))
+        try:
+            local = make_backend(args.model)
+        except ScenarioError as exc:
+            print(f"error: --model {args.model}: {exc.reason}", file=sys.stderr)
+            return 2
+        trio.run(lambda: run_chat(lambda screen: build(screen, local), tick_period=args.tick_ms / 1000))
         return 0
 
     async def with_server() -> None:
