@@ -73,7 +73,8 @@ def _local(options: dict[str, Any]) -> Any:
     try:
         from microturn.model.local import LocalBackend
     except ImportError as exc:
-        raise ValueError(f"the local model needs torch (pip install 'microturn[torch]'): {exc}") from None
+        raise ValueError(f"the trained model needs torch (pip install 'microturn[torch]'), or choose "
+                         f"--model scripted: {exc}") from None
     return LocalBackend(checkpoint, **options)
 
 
@@ -83,12 +84,7 @@ def _embedded(options: dict[str, Any]) -> Any:
     if not EMBEDDED_CHECKPOINT.is_file():
         raise ValueError(f"the shipped checkpoint {EMBEDDED_CHECKPOINT} is missing (a damaged install?); "
                          "use --model scripted, or local:PATH for another checkpoint")
-    try:
-        from microturn.model.local import LocalBackend
-    except ImportError as exc:
-        raise ValueError(f"the embedded model needs torch (pip install 'microturn[torch]'), or choose "
-                         f"--model scripted: {exc}") from None
-    return LocalBackend(EMBEDDED_CHECKPOINT, **options)
+    return _local({**options, "checkpoint": EMBEDDED_CHECKPOINT})
 
 
 def _sglang(mode: str) -> Callable[[dict[str, Any]], Any]:
