@@ -106,6 +106,17 @@ class SessionSnapshot:
     ticks: int
 
 
+FLOW_FRAMES = 4
+"""Audio frames the flow head gives per step: one 200 ms window of 50 ms dMel frames."""
+
+
+def flow_condition_rows(n_states: int) -> list[int]:
+    """Which of a step's ``n_states`` hidden states (its last input position, then each output slot but the
+    last) conditions each of its :data:`FLOW_FRAMES` frames: the j-th, or the last when there are fewer.
+    Training (:func:`microturn.training.flow.flow_pairs`) and sampling share this rule."""
+    return [min(j, n_states - 1) for j in range(FLOW_FRAMES)]
+
+
 class KVSession:
     """A streaming session over an :class:`InteractionModel` (exact path).
 
@@ -231,8 +242,7 @@ class KVSession:
 
         if not self.hidden:
             raise SessionError("sample_audio: no step taken yet (or the session was made without audio=True)")
-        n = len(self.hidden)
-        cond = torch.stack([self.hidden[min(j, n - 1)] for j in range(4)])
+        cond = torch.stack([self.hidden[r] for r in flow_condition_rows(len(self.hidden))])
         gen = torch.Generator(device=self.device).manual_seed((self.seed * 1_000_003 + self.ticks) % (1 << 63))
         with torch.no_grad():
             unit = self.model.flow.sample(cond.float(), generator=gen).cpu().numpy()

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from microturn.audio.dmel import DMEL, frame_magnitudes, mel_magnitudes, unit_from_mel
+from microturn.model.kv_session import FLOW_FRAMES, flow_condition_rows
 from microturn.model.torch_model import InteractionModel
 
 from .corpus import TickExample
@@ -34,7 +35,7 @@ from .dataset import encode_dialog
 __all__ = ["FRAMES_PER_TICK", "AudioDialog", "FlowResult", "flow_pairs", "record_audio_dialogs", "train_flow",
            "unit_frames"]
 
-FRAMES_PER_TICK = 4
+FRAMES_PER_TICK = FLOW_FRAMES
 """dMel frames per 200 ms window (50 ms hop)."""
 
 def unit_frames(signal: np.ndarray) -> np.ndarray:
@@ -92,7 +93,7 @@ def flow_pairs(model: InteractionModel, dialogs: Sequence[AudioDialog]) -> tuple
             for t, end in enumerate(ends):
                 n_out = len(st.tick_outputs[t])
                 first = end - n_out - 1  # the last input position, then each output slot but the last
-                idx = [first + min(j, n_out - 1) for j in range(FRAMES_PER_TICK)]
+                idx = [first + r for r in flow_condition_rows(n_out)]
                 conds.append(hidden[idx])
                 targets.append(torch.from_numpy(d.frames[t]))
     model.train(was_training)
