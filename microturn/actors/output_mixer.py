@@ -10,6 +10,12 @@ Protocol:
   which a word of ``u`` sounds, with empty text between word starts, and none while nothing plays. A word that
   arrives late (the model slower than the speaking rate) starts in the window it arrives.
 - When a complete utterance's last slot has played: ``Heard(u, text_heard=<all its words>, truncated=False)``.
+- An ``OutputChunk`` of generation ``g`` whose controls hold ``pause`` holds the playout of generation ``g`` (and
+  older) where it is: from the next window on nothing of it plays and no Playout goes out, its unplayed words
+  wait, and its clock stands still (a word cut half-way by the pause plays its remaining slot on resume). One
+  holding ``resume`` plays on from there. This is how the assistant stops within a tick of the user starting to
+  speak over it without losing its place when that was only a cough or an "mm-hm": the interaction model
+  decides; a barge-in then cuts the held utterance as usual, and the user has heard only what played before.
 - ``Interrupt(generation=g)`` (control lane, read before queued data) drops every queued utterance of
   generation <= g at once, so no further word of it plays (playout stops within the tick of the barge-in), and
   publishes ``Heard(u, text_heard=<exactly the words played>, truncated=True)`` for each (empty text for one
@@ -111,6 +117,8 @@ class OutputMixer(Actor):
         # The queue outlives a restart: every queued utterance still owes its Heard.
         self.queue: deque[_Utterance] = deque()
         self.cut_generation = -1
+        self.paused: int | None = None
+        """The newest generation whose playout is held (``pause``), or None."""
 
     async def on_start(self) -> None:
         """Derive window and slot sizes from the session's tick period; find the synthesiser."""
@@ -136,6 +144,12 @@ class OutputMixer(Actor):
             case OutputChunk(generation=g) if g <= self.cut_generation:
                 self.stale += 1
             case OutputChunk(generation=g, text=text, controls=controls):
+                if "resume" in controls and self.paused is not None:
+                    self.paused = None
+                    self.log.info("playout_resumed", generation=g)
+                elif "pause" in controls and self.paused is None:
+                    self.paused = g
+                    self.log.info("playout_paused", generation=g)
                 target = next((u for u in reversed(self.queue) if u.generation == g and not u.complete), None)
                 words = text.split()
                 if target is None:
@@ -181,6 +195,10 @@ class OutputMixer(Actor):
         if not self.queue:
             return
         u = self.queue[0]
+        if self.paused is not None:
+            if u.generation <= self.paused:
+                return  # held: its clock stands still until resume (or a cut)
+            self.paused = None  # what it held is gone
         start, end = u.cursor, u.cursor + self.window
         played: list[str] = []
         while u.words and u.next_start < end:
@@ -207,6 +225,8 @@ class OutputMixer(Actor):
     async def _cut(self, generation: int) -> None:
         """Drop every utterance of ``generation`` or older; report exactly what was heard of each."""
         self.cut_generation = max(self.cut_generation, generation)
+        if self.paused is not None and self.paused <= generation:
+            self.paused = None
         keep: deque[_Utterance] = deque()
         for u in self.queue:
             if u.generation <= generation:

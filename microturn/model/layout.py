@@ -18,10 +18,13 @@ to download. The ``DMEL``/``PATCH`` positions carry a frame or patch that the mo
 embedding.
 
 Outputs (:class:`OutputPacker`, used to build training targets from the scripted oracle) put each tick's control
-decision first: the tick's controls open its slots, ``delegate`` / ``tool_call`` followed by ``ARG <payload>
-ARG_END`` (the goal text, or JSON ``{"name":…, "args":…}``), and the text (``text + " "``, queued in its own
-FIFO) fills the slots left, so text length never moves a control to a later tick (only a payload longer than the
-slots spills its tail, ahead of the next tick's controls). The rule that keeps the order guarantees:
+decisions first, then its words, then payloads: the tick's control tokens open its slots, the text (``text + " "``,
+queued in its own FIFO) fills the slots after them, and a ``delegate`` / ``tool_call`` payload (the goal text, or the
+tool's name followed, when it has arguments, by a space and their JSON; closed by ``ARG_END``) takes the slots the text leaves, each tick's share opened by
+``ARG``. So text length never moves a control to a later tick, and a long payload never holds back the words that
+go with it: the first word of a reply that calls a tool goes out in the tick the reply starts, and the call follows
+as its JSON fills the spare slots (the oracle speaks half a word per tick, so most slots are spare). The rule that
+keeps the order guarantees:
 
 * ``end_utterance`` closes the text queued up to it, so it is held until the tick whose slots release that
   text's last byte; it goes ahead of that tick's text (after its controls), and no later text shares the tick.
@@ -218,21 +221,47 @@ class TickEncoder:
         self.queue = deque(state)
 
 
+def _tool_payload(call: ToolRequest | None) -> bytes:
+    """A tool call's payload: its name, then a space and its arguments as JSON when it has any (every byte spelled
+    out costs a slot, so no JSON wrapper around the name)."""
+    if call is None:
+        return b""
+    name = call.name.encode("utf-8")
+    return name + b" " + msgspec.json.encode(call.args) if call.args else name
+
+
+def _parse_tool_payload(payload: bytes) -> ToolRequest | None:
+    """The :class:`ToolRequest` a payload spells, or None when it does not parse."""
+    name, _, args = payload.partition(b" ")
+    if not name:
+        return None
+    try:
+        parsed = msgspec.json.decode(args) if args else {}
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    return ToolRequest(name=name.decode("utf-8", errors="replace"), args=parsed)
+
+
 class OutputPacker:
     """Turns the oracle's per-tick :class:`StepOutput` into at most K output tokens (stateful).
 
-    Controls first: a tick's control tokens (with their ``ARG`` payloads) open its slots, ahead of any text, so
-    text length never moves a control to a later tick. Text waits in its own FIFO and fills the slots left.
-    ``end_utterance`` (and a ``silence`` while text is still queued) *closes* the text queued before it: it is
-    held until the tick whose text slots release that text's last byte, goes ahead of that tick's text, and no later
-    text shares the tick. A ``silence`` while a close is already pending is dropped (the utterance is ending).
+    Controls first, then text, then payloads: a tick's control tokens open its slots, its text (a FIFO across
+    ticks) fills the slots after them, and ``delegate`` / ``tool_call`` payloads (a FIFO of bytes, each closed by
+    ``ARG_END``) take what is left, behind an ``ARG`` that opens each tick's share. ``end_utterance`` (and a
+    ``silence`` while text is still queued) *closes* the text queued before it: it is held until the tick whose
+    text slots release that text's last byte, goes ahead of that tick's text, and no later text shares the tick.
+    A ``silence`` while a close is already pending is dropped (the utterance is ending).
     """
 
     def __init__(self, outputs_per_tick: int) -> None:
         self.k = outputs_per_tick
         self.controls: deque[int] = deque()
-        """Control tokens and payloads not yet emitted (only a payload longer than a tick spills over)."""
+        """Control tokens not yet emitted (only more controls than slots in one tick spill over)."""
         self.text: deque[int] = deque()
+        self.payload: deque[int] = deque()
+        """Payload bytes not yet emitted, each payload closed by ARG_END."""
         self.closing: deque[tuple[int, int]] = deque()
         """Held closers: (control token, text bytes still to go before it), oldest first."""
 
@@ -254,15 +283,12 @@ class OutputPacker:
                 continue
             self.controls.append(CONTROL[control])
             if control == "delegate":
-                payload = (out.delegate or "").encode("utf-8")
+                self.payload.extend((out.delegate or "").encode("utf-8"))
             elif control == "tool_call":
-                call = out.tool_call
-                payload = msgspec.json.encode({"name": call.name, "args": call.args} if call else {})
+                self.payload.extend(_tool_payload(out.tool_call))
             else:
                 continue
-            self.controls.append(ARG)
-            self.controls.extend(payload)
-            self.controls.append(ARG_END)
+            self.payload.append(ARG_END)
         tokens = [self.controls.popleft() for _ in range(min(self.k, len(self.controls)))]
         room = self.k - len(tokens)
         stop = len(self.text)  # text bytes this tick may release
@@ -273,7 +299,17 @@ class OutputPacker:
             stop = left  # nothing past the closed text shares the tick
         n = min(room, stop)
         tokens += [self.text.popleft() for _ in range(n)]
+        room -= n
         self.closing = deque((t, left - n) for t, left in self.closing)
+        opened = False
+        while self.payload and room > (0 if opened else 1):
+            if not opened:
+                tokens.append(ARG)
+                room -= 1
+            token = self.payload.popleft()
+            tokens.append(token)
+            room -= 1
+            opened = token != ARG_END  # the next payload opens with its own ARG
         if len(tokens) < self.k:
             tokens.append(END)
         return tokens
@@ -285,7 +321,8 @@ class OutputDecoder:
     def __init__(self) -> None:
         self.word = bytearray()
         self.arg: bytearray | None = None
-        self.held: str | None = None
+        self.held: list[str] = []
+        """``delegate`` / ``tool_call`` controls waiting for their payloads, oldest first."""
         self.malformed = 0
         """Payloads that did not parse (a tool call whose JSON is broken): dropped, counted here."""
 
@@ -295,11 +332,14 @@ class OutputDecoder:
         controls: list[str] = []
         delegate: str | None = None
         tool_call: ToolRequest | None = None
+        in_payload = False  # each tick's payload bytes come after its ARG
         for token in tokens:
             if token == END:
                 break
             if token < 256:
-                if self.arg is not None:
+                if in_payload:
+                    if self.arg is None:
+                        self.arg = bytearray()
                     self.arg.append(token)
                 elif token == _SPACE:
                     if self.word:
@@ -308,35 +348,36 @@ class OutputDecoder:
                 else:
                     self.word.append(token)
             elif token == ARG:
-                self.arg = bytearray()
+                in_payload = True
             elif token == ARG_END:
-                payload, self.arg = bytes(self.arg or b""), None
-                held, self.held = self.held, None
+                payload, self.arg, in_payload = bytes(self.arg or b""), None, False
+                held = self.held.pop(0) if self.held else None
                 if held == "delegate" and payload:
                     delegate = payload.decode("utf-8", errors="replace")
                     controls.append(held)
                 elif held == "tool_call":
-                    try:
-                        obj = msgspec.json.decode(payload)
-                        tool_call = ToolRequest(name=str(obj["name"]), args=dict(obj.get("args") or {}))
-                        controls.append(held)
-                    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
+                    tool_call = _parse_tool_payload(payload)
+                    if tool_call is None:
                         self.malformed += 1
+                    else:
+                        controls.append(held)
             elif token in CONTROL_OF:
                 control = CONTROL_OF[token]
                 if control in ("delegate", "tool_call"):
-                    self.held = control  # released with its payload
+                    self.held.append(control)  # released with its payload
                 elif control not in controls:
                     controls.append(control)
         text = " ".join(w.decode("utf-8", errors="replace") for w in words)
         return StepOutput(text=text, controls=controls, delegate=delegate, tool_call=tool_call)
 
-    def state(self) -> tuple[bytes, bytes | None, str | None, int]:
+    def state(self) -> tuple[bytes, bytes | None, tuple[str, ...], int]:
         """The decoder's carry-over (for snapshots)."""
-        return bytes(self.word), None if self.arg is None else bytes(self.arg), self.held, self.malformed
+        arg = None if self.arg is None else bytes(self.arg)
+        return bytes(self.word), arg, tuple(self.held), self.malformed
 
-    def load(self, state: tuple[bytes, bytes | None, str | None, int]) -> None:
+    def load(self, state: tuple[bytes, bytes | None, tuple[str, ...], int]) -> None:
         """Restore from :meth:`state`."""
-        word, arg, self.held, self.malformed = state
+        word, arg, held, self.malformed = state
         self.word = bytearray(word)
         self.arg = None if arg is None else bytearray(arg)
+        self.held = list(held)

@@ -28,8 +28,11 @@ __all__ = [
     "CONTROL_TOKENS",
 ]
 
-CONTROL_TOKENS = ("silence", "speak", "backchannel", "end_utterance", "delegate", "tool_call")
-"""Control tokens a step may emit in ``StepOutput.controls``."""
+CONTROL_TOKENS = ("silence", "speak", "backchannel", "end_utterance", "delegate", "tool_call", "pause", "resume")
+"""Control tokens a step may emit in ``StepOutput.controls``. ``pause`` holds the playout of the utterance being
+heard where it is (the user started to speak over it: it may be a barge-in, or only a cough); ``resume`` plays
+on from there (it was not). A barge-in then cuts it as usual, and the user has heard only what played before
+the pause."""
 
 
 class ModelError(RuntimeError):

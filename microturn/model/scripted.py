@@ -11,6 +11,11 @@ Rules, in the order they are applied each step:
 
 - **Listening.** User text accumulates into the user's turn. While the user is ``speaking``, ``pausing`` or
   ``thinking`` the policy stays silent (controls ``["silence"]``): a thinking pause is never taken over.
+- **Holding.** When the user makes a sound while an utterance of ours is being heard (``StepInput.speaking``;
+  backchannels and translations excepted), the policy holds it at once (control ``pause``: the output mixer
+  stops playing it from the next window on and keeps its place) and says nothing more; at the first tick
+  without the user's speech it goes on (``resume``). A cough or an "mm-hm" thus costs a short gap, and a real
+  barge-in finds the assistant already quiet: it stops within one tick of the user's first sound.
 - **Stopping.** When the user is ``interrupting``, the utterance in progress is dropped at once (the rest of the
   reply is never said) and the policy listens. The same happens when ``StepInput.speaking`` turns false while
   an utterance is half said: the output side cut it (a barge-in or an ``interrupt`` delivery).
@@ -43,7 +48,8 @@ Rules, in the order they are applied each step:
   update gets an apology when idle. A ``ToolResult`` is phrased ("It is 4.2 seconds into our conversation.")
   and spoken when idle.
 
-Controls: ``speak`` on every step of an utterance (including steps between words), ``backchannel`` instead for
+Controls: ``speak`` on every step of an utterance (including steps between words), ``pause`` on every step
+it is held and ``resume`` on the step it goes on, ``backchannel`` instead for
 backchannels, ``end_utterance`` with its last words, ``delegate`` / ``tool_call`` with the first words of the
 utterance that asks for them, ``silence`` otherwise. Choices between phrasings use ``random.Random(spec.seed)``,
 so a session is a deterministic function of its inputs and seed.
@@ -204,6 +210,9 @@ class ScriptedSession(BlockingModelSession):
         self.asked_away = False
         self.image: tuple[int, str] | None = None  # (patches, main colour) of the last image shown
         self.hold: int | None = None  # ticks a startable reply still waits (late_reply), drawn once per reply
+        self.playing_kind: str | None = None  # the kind of the utterance begun last (the one being heard)
+        self.paused = False  # the utterance being heard is held while the user makes a sound
+        self.resuming = False  # this step ends a hold
 
     def step_sync(self, step_input: StepInput) -> StepOutput:
         """Observe one tick's inputs and say (at most) this tick's words."""
@@ -226,6 +235,7 @@ class ScriptedSession(BlockingModelSession):
             if self.reply is not None:
                 self.user_words[:0] = self.reply.source  # not said yet: the words are part of the new turn
                 self.reply = None
+        self._hold(inp, state, speech)
         if chunk.n_patches:
             self.image = (chunk.n_patches, _main_colour(chunk.patches))
         if speech:
@@ -284,6 +294,16 @@ class ScriptedSession(BlockingModelSession):
         if words and language is not None:
             self.translations.append(_Utterance(_translate(" ".join(words), language), kind="translation"))
 
+    def _hold(self, inp: StepInput, state: str | None, speech: bool) -> None:
+        """Hold the utterance being heard while the user makes a sound over it; go on when they stop."""
+        self.resuming = False
+        if not inp.speaking or state == "interrupting":
+            self.paused = False  # nothing is heard any more, or it is being cut anyway
+        elif speech and self.playing_kind not in ("backchannel", "translation"):
+            self.paused = True
+        elif self.paused and not speech:
+            self.paused, self.resuming = False, True
+
     def _on_background(self, update: BackgroundUpdate) -> None:
         if update.delivery == "silent" or update.status not in ("final", "failed"):
             return
@@ -301,6 +321,7 @@ class ScriptedSession(BlockingModelSession):
         """Stop the utterance in progress; its unsaid words are never said."""
         self.current = None
         self.credit = 0.0
+        self.paused = False
 
     # --- deciding -------------------------------------------------------------------------------------------
 
@@ -404,14 +425,18 @@ class ScriptedSession(BlockingModelSession):
 
     def _begin(self, utterance: _Utterance) -> None:
         self.current = utterance
+        self.playing_kind = utterance.kind
         self.credit = max(0.0, 1.0 - self.wpt)  # so the first word goes out in this very step
 
     # --- speaking -------------------------------------------------------------------------------------------
 
     def _emit(self) -> StepOutput:
         u = self.current
+        if self.paused:
+            return StepOutput(controls=["pause"])  # no words while held, and no credit banked for later
+        resume = ["resume"] if self.resuming else []
         if u is None:
-            return StepOutput(controls=["silence"])
+            return StepOutput(controls=resume or ["silence"])
         self.credit += self.wpt
         n = min(int(self.credit + 1e-9), self.max_words, len(u.words) - u.pos)
         self.credit = min(self.credit - n, 1.0)  # a rate capped by outputs_per_tick must not bank words
@@ -419,6 +444,7 @@ class ScriptedSession(BlockingModelSession):
         words = u.words[u.pos : u.pos + n]
         u.pos += n
         controls = ["backchannel"] if u.kind == "backchannel" else ["translate"] if u.kind == "translation" else ["speak"]
+        controls = resume + controls
         extra: dict[str, Any] = {}
         if first and u.delegate is not None:
             controls.append("delegate")

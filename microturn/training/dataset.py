@@ -66,9 +66,8 @@ def encode_dialog(ticks: Sequence[TickExample], cfg: ModelConfig, *, lag_headers
     """Lay out a dialog's ticks as the session stream (fresh encoder and packer FIFOs, as a new session).
 
     ``lag_headers``: the oracle's world reacted to its words at once, but the slots release a word only at its
-    space (often a tick later) and a payload (a tool call's JSON, a delegated goal) goes before the words that
-    come with it, so a model's words come out later than the oracle's did, and meanwhile its world shows it
-    silent. On such ticks, with this probability (drawn from ``seed``), the header shows the assistant silent,
+    space (often a tick later), and controls that spill past a tick's slots hold its text back, so a model's
+    words come out later than the oracle's did, and meanwhile its world shows it silent. On such ticks, with this probability (drawn from ``seed``), the header shows the assistant silent,
     so the model learns that finishing what it started does not depend on being heard yet."""
     encoder, packer = TickEncoder(cfg.max_input_tokens), OutputPacker(cfg.outputs_per_tick)
     seq, mask, starts, outs = EncodedTick([]), [], [], []
@@ -76,8 +75,8 @@ def encode_dialog(ticks: Sequence[TickExample], cfg: ModelConfig, *, lag_headers
     decoder, said, released = OutputDecoder(), 0, 0  # words of the utterance in progress
     for example in ticks:
         starts.append(len(seq.tokens))
-        # The oracle's world already hears what is still to be spelled out here: a payload, or an utterance
-        # none of whose words the slots have released yet (a word goes out at its space, often a tick after
+        # The oracle's world already hears what is still to be spelled out here: an utterance none of whose
+        # words the slots have released yet (a word goes out at its space, often a tick after
         # the oracle said it). Once a word is out, the model's world hears it speak too.
         behind = bool(packer.controls) or (said > 0 and released == 0)
         enc = encoder.encode(example.input)

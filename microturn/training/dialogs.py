@@ -31,8 +31,9 @@ __all__ = [
     "make_dialog",
 ]
 
-GENERATOR_VERSION = 1
-"""Bump whenever a seed would give a different dialog (phrase pools, draws, their order)."""
+GENERATOR_VERSION = 2
+"""Bump whenever a seed would give a different dialog (phrase pools, draws, their order) or the oracle would label
+it differently (2: the oracle holds its utterance while the user makes a sound over it)."""
 
 CATEGORIES = (
     "greeting",

@@ -82,6 +82,36 @@ async def test_a_barge_in_stops_playout_within_the_tick_and_the_ledger_is_exact(
     assert mixer.stale == 2  # "the" and "weather" arrived after the cut
 
 
+async def test_pause_holds_the_utterance_in_place_and_resume_plays_on_from_there(autojump_clock) -> None:
+    def script(s) -> None:
+        say(s, 1.0, 1, 1, ["one", "two", "three", "four"])
+        s.schedule(OutputChunk(tick=8, generation=1, controls=["pause"]), at=1.5)  # after Tick 6 (ends 1.4)
+        s.schedule(OutputChunk(tick=9, generation=1, controls=["pause"]), at=1.7)  # repeated: still held
+        s.schedule(OutputChunk(tick=11, generation=1, controls=["resume", "speak"]), at=2.1)
+
+    log = await run(OutputMixer(), 24, script)
+    # windows 7-9 are held: nothing plays and no Playout goes out; then the utterance goes on where it was
+    assert [(p.tick, p.text) for p in of(log, Playout)] == [
+        (5, "one"), (6, ""), (10, "two"), (11, ""), (12, "three"), (13, ""), (14, "four"), (15, ""),
+    ]
+    (heard,) = of(log, Heard)
+    assert (heard.text_heard, heard.truncated) == ("one two three four", False)
+
+
+async def test_a_cut_while_paused_reports_only_what_played_before_the_pause(autojump_clock) -> None:
+    def script(s) -> None:
+        say(s, 1.0, 1, 1, ["one", "two", "three", "four"])
+        s.schedule(OutputChunk(tick=7, generation=1, controls=["pause"]), at=1.3)  # before window 6 plays
+        s.schedule(Interrupt(generation=1, reason="user_interrupting"), at=1.9)
+        say(s, 2.5, 2, 2, ["next"])  # a later generation is not held by the old pause
+
+    mixer = OutputMixer()
+    log = await run(mixer, 20, script)
+    assert [(p.tick, p.utterance_id, p.text) for p in of(log, Playout)] == [(5, 1, "one"), (12, 2, "next"), (13, 2, "")]
+    assert [(h.utterance_id, h.text_heard, h.truncated) for h in of(log, Heard)] == [(1, "one", True), (2, "next", False)]
+    assert mixer.paused is None
+
+
 async def test_stale_output_is_discarded_and_newer_generations_play(autojump_clock) -> None:
     mixer = OutputMixer()
 

@@ -126,6 +126,38 @@ def test_stops_at_once_when_interrupted_and_answers_the_interruption() -> None:
     assert said_before != " ".join(full) and " ".join(full) not in answer
 
 
+def test_holds_its_utterance_while_the_user_makes_a_sound_and_goes_on_after() -> None:
+    c = Conversation()
+    c.step("hello", dialog=state("inviting"))
+    c.run(2)
+    overlap = state("speaking", floor="assistant", assistant="speaking")
+    held = [c.step(speech=0.9, dialog=overlap) for _ in range(2)]  # a cough: at once, and for as long as it lasts
+    assert [o.controls for o in held] == [["pause"], ["pause"]] and not any(o.text for o in held)
+    goes_on = c.step(speech=0.1, dialog=state("pausing", floor="assistant", assistant="speaking"))
+    assert goes_on.controls[0] == "resume" and "pause" not in goes_on.controls
+    said = " ".join(o.text for o in c.outputs if o.text) + " " + c.run(30)
+    assert said.split() == c.session._compose(["hello"]).words  # nothing lost to the hold
+    assert sum("resume" in o.controls for o in c.outputs) == 1
+
+
+def test_a_barge_in_after_a_hold_drops_the_utterance_without_resuming() -> None:
+    c = Conversation()
+    c.step("hello", dialog=state("inviting"))
+    c.run(2)
+    c.step(speech=0.9, dialog=state("speaking", floor="assistant", assistant="speaking"))
+    cut = c.step("stop", speech=0.9, dialog=state("interrupting", assistant="speaking"), speaking=False)
+    assert cut.controls == ["silence"]
+    c.speaking = False
+    assert all("resume" not in o.controls for o in [*c.outputs, *(c.step() for _ in range(3))])
+
+
+def test_its_own_backchannel_is_never_held() -> None:
+    c = Conversation()
+    outs = [c.step("blah" if i % 2 else "", speech=1.0, dialog=state("speaking")) for i in range(20)]
+    assert any("backchannel" in o.controls for o in outs)
+    assert c.step(speech=1.0, speaking=True).controls != ["pause"]
+
+
 def test_drops_an_utterance_the_output_side_cut() -> None:
     c = Conversation()
     c.step("hello", dialog=state("yielding"))

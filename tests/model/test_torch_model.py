@@ -12,6 +12,8 @@ from model_streams import one_thread, step_inputs
 
 from microturn.model.config import ConfigError, ModelConfig, embedded, tiny
 from microturn.model.layout import (
+    ARG,
+    ARG_END,
     CONTROL,
     DMEL,
     END,
@@ -99,6 +101,58 @@ def test_layout_puts_each_ticks_controls_first_and_holds_closers_behind_their_te
     # silence never shows while words are still queued, so it can never cut them
     assert all("silence" not in d.controls for d in decoded[:i_end + 1])
     assert decoded[-1].controls == ["silence"] and packed[-1] == [CONTROL["silence"], END]
+
+
+def test_layout_sends_a_replys_first_word_before_its_payload_and_the_payload_in_spare_slots():
+    packer, decoder = OutputPacker(6), OutputDecoder()
+    call = ToolRequest(name="calculate", args={"expression": "12 * 7"})
+    outs = [
+        StepOutput(text="Let", controls=["speak", "tool_call", "delegate"], tool_call=call, delegate="why?"),
+        StepOutput(controls=["speak"]),
+        StepOutput(text="me", controls=["speak"]),
+    ] + [StepOutput(controls=["speak"])] * 14
+    packed = [packer.pack(out) for out in outs]
+    decoded = [decoder.decode(tokens) for tokens in packed]
+    # the first word fills the first tick after its controls; the payloads wait for spare slots
+    assert packed[0] == [CONTROL["speak"], CONTROL["tool_call"], CONTROL["delegate"], *b"Let"]
+    assert decoded[0].text == "" and decoded[1].text == "Let"  # released at its space
+    assert packed[1][:3] == [CONTROL["speak"], ord(" "), ARG]
+    # each tick's share of a payload opens with ARG, after that tick's words
+    assert all(t.index(ARG) > max((i for i, x in enumerate(t) if x < 256 and ARG not in t[:i]), default=-1)
+               for t in packed if ARG in t)
+    assert " ".join(d.text for d in decoded if d.text) == "Let me"
+    assert [d.tool_call for d in decoded if d.tool_call] == [call]
+    assert [d.delegate for d in decoded if d.delegate] == ["why?"]
+    i_call = next(i for i, d in enumerate(decoded) if d.tool_call)
+    i_goal = next(i for i, d in enumerate(decoded) if d.delegate)
+    assert i_call < i_goal and "tool_call" in decoded[i_call].controls
+    assert not packer.payload and decoder.arg is None and not decoder.held
+    # two payloads may share a tick: the second opens with its own ARG; a call without arguments is its name
+    wide, decoder = OutputPacker(16), OutputDecoder()
+    tokens = wide.pack(StepOutput(controls=["tool_call", "delegate"], tool_call=ToolRequest(name="now"), delegate="b"))
+    assert tokens == [CONTROL["tool_call"], CONTROL["delegate"], ARG, *b"now", ARG_END, ARG, ord("b"), ARG_END, END]
+    out = decoder.decode(tokens)
+    assert (out.tool_call, out.delegate, out.controls) == (ToolRequest(name="now"), "b", ["tool_call", "delegate"])
+
+
+def test_decoder_counts_a_tool_payload_that_does_not_parse():
+    decoder = OutputDecoder()
+    for payload in (b"", b"calc {broken", b"calc [1]"):
+        out = decoder.decode([CONTROL["tool_call"], ARG, *payload, ARG_END, END])
+        assert out.tool_call is None and "tool_call" not in out.controls
+    assert decoder.malformed == 3
+
+
+def test_decoder_state_round_trips_mid_payload():
+    packer, decoder = OutputPacker(6), OutputDecoder()
+    call = ToolRequest(name="session_time")
+    first = decoder.decode(packer.pack(StepOutput(text="Now", controls=["speak", "tool_call"], tool_call=call)))
+    decoder.decode(packer.pack(StepOutput(controls=["speak"])))
+    assert decoder.arg and first.tool_call is None
+    saved, twin = decoder.state(), OutputDecoder()
+    twin.load(saved)
+    rest = [packer.pack(StepOutput(controls=["speak"])) for _ in range(8)]
+    assert [decoder.decode(t) for t in rest] == [twin.decode(t) for t in rest]
 
 
 def test_tick_encoder_header_items_and_fifo_bound():
