@@ -19,11 +19,12 @@ session and one teacher-forced pass both run them, so the two still agree bit fo
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from microturn.kernels import ROW_BLOCK, blocked_mm, tree_sum
 
-__all__ = ["exp", "kv_write", "linear", "moe", "rms_norm", "rope", "silu", "window_attention"]
+__all__ = ["exp", "kv_write", "linear", "moe", "rms_norm", "rope", "rotary_factors", "silu", "window_attention"]
 
 # Rows per chunk of the global layers' broadcast attention products in a long prefill: bounds the temporaries'
 # memory; each row's arithmetic does not depend on it.
@@ -61,6 +62,8 @@ def exp(x: torch.Tensor) -> torch.Tensor:
     """exp(x) for float32 x, elementwise-deterministic (only +, -, *, floor and exact bit operations, like
     `kernels.det_exp`, whose Cephes polynomial it uses). Inputs are clamped to [-87, 88] so that 2**n is one
     normal float: exp(-inf) gives ~1.6e-38 rather than 0 (mask after, where it matters)."""
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        return _exp_numpy(x)
     c = _consts(x.device)
     x = x.clamp(-87.0, 88.0)
     n = torch.floor(x * c["log2e"] + c["half"])
@@ -71,6 +74,41 @@ def exp(x: torch.Tensor) -> torch.Tensor:
         p = p * r + k
     y = p * (r * r) + r + c["one"]
     return y * ((n.to(torch.int32) + 127) << 23).view(torch.float32)
+
+
+_NP_LOG2E, _NP_HALF, _NP_ONE = np.float32(_LOG2E), np.float32(0.5), np.float32(1.0)
+_NP_LN2_HI, _NP_LN2_LO = np.float32(_LN2_HI), np.float32(_LN2_LO)
+_NP_POLY = tuple(np.float32(v) for v in _EXP_POLY)
+
+
+def _exp_numpy(x: torch.Tensor) -> torch.Tensor:
+    """`exp` on the CPU, step for step the same float32 operations, each rounded once (IEEE, no fused
+    multiply-add in either library), so the bits are torch's; numpy's per-call cost on these small arrays is a
+    fraction of torch's, and exp is ~25 elementwise calls. The result is a torch allocation (64-byte aligned)
+    because it is often the operand of a product whose bits depend on alignment."""
+    out = torch.empty(x.shape)
+    v = np.clip(x.detach().numpy(), np.float32(-87.0), np.float32(88.0))
+    n = v * _NP_LOG2E
+    n += _NP_HALF
+    np.floor(n, out=n)
+    t = n * _NP_LN2_HI
+    r = v - t
+    np.multiply(n, _NP_LN2_LO, out=t)
+    r -= t
+    p = r * _NP_POLY[0]
+    p += _NP_POLY[1]
+    for k in _NP_POLY[2:]:
+        p *= r
+        p += k
+    np.multiply(r, r, out=t)
+    p *= t
+    p += r
+    p += _NP_ONE
+    scale = n.astype(np.int32)
+    scale += 127
+    scale <<= 23
+    np.multiply(p, scale.view(np.float32), out=out.numpy())
+    return out
 
 
 def silu(x: torch.Tensor) -> torch.Tensor:
@@ -97,11 +135,19 @@ def _consts(device: torch.device) -> dict:
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary positions for x [n, H, Dh] with cos/sin [n, Dh/2] (element-wise: exact)."""
+    """Rotary positions for x [n, H, Dh] with the full-width factors of `rotary_factors` [n, Dh]:
+    x·[cos, cos] + [x2, x1]·[-sin, sin]. Element-wise and exact: x1·cos - x2·sin is x1·cos + (-(x2·sin)) in
+    IEEE arithmetic, so this is bit for bit the textbook form, in a third of its torch calls."""
     half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    c, s = cos[:, None, :], sin[:, None, :]
-    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
+    out = x * cos[:, None, :]
+    out += swapped * sin[:, None, :]
+    return out
+
+
+def rotary_factors(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rope`'s factors [n, Dh] from the tables cos, sin [n, Dh/2]: ([cos, cos], [-sin, sin])."""
+    return torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
 
 
 def kv_write(k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor, start: int,
@@ -176,49 +222,72 @@ def _local_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     hkv = k_cache.shape[2]
     dev = q.device
     first = start - window + 1
-    keys = _arange(window + n - 1, dev) + first
     masked = first < 0
-    if masked:
-        keys = keys.clamp(min=0)
-        valid = (_arange(window, dev)[None, :] + (_arange(n, dev)[:, None] + first)) >= 0  # [n, window]
-    bs = k_cache.shape[1]
-    flat = table[keys // bs].long() * bs + keys % bs
-    kf = k_cache.view(-1, hkv * dh)[flat]  # [window + n - 1, Hkv·Dh]
-    width = -(-(hkv * dh + 1) // 16) * 16
-    vf = _ones_pad(window + n - 1, width, hkv * dh, dev)
-    vf[:, :hkv * dh] = v_cache.view(-1, hkv * dh)[flat]  # values | 1 | 0 ...
+    kf, vf = _frame(k_cache, v_cache, table, first, window + n - 1)
     a = (q.reshape(n, hkv, hq // hkv, 1, dh) * _eye(hkv, scale, dev)).reshape(n, hq, hkv * dh)  # scaled
-    if _rows(a) and _rows(kf):  # row r's operands are views: a[r] and kf[r:r+window].t()
-        s = torch.stack([torch.mm(ar, kr) for ar, kr in zip(a.unbind(0), kf.unfold(0, window, 1).unbind(0))])
+    if n == 1:  # the decode step: the one row's products on the operands themselves, nothing to stack
+        s = torch.mm(a[0], (kf if _rows(kf) else kf.clone()).t())
+        p = exp(s - s.amax(dim=-1, keepdim=True))  # [Hq, window]; position 0 is in every masked frame
+        if masked:
+            p = torch.where(_arange(window, dev) >= -first, p, 0.0)
+        o = torch.mm(p, vf)[None]  # [1, Hq, width]
     else:
-        s = torch.stack([torch.mm(a[r].clone(), kf[r:r + window].clone().t()) for r in range(n)])
-    p = exp(s - s.amax(dim=-1, keepdim=True))  # [n, Hq, window]; position 0 is in every masked frame
-    if masked:
-        p = torch.where(valid[:, None, :], p, 0.0)
-    if _rows(p) and _rows(vf):  # p[r] and vf[r:r+window]
-        frames = vf.unfold(0, window, 1).transpose(1, 2).unbind(0)
-        o = torch.stack([torch.mm(pr, vr) for pr, vr in zip(p.unbind(0), frames)])  # [n, Hq, width]
-    else:
-        o = torch.stack([torch.mm(p[r].clone(), vf[r:r + window].clone()) for r in range(n)])
+        if _rows(a) and _rows(kf):  # row r's operands are views: a[r] and kf[r:r+window].t()
+            s = torch.stack([torch.mm(ar, kr) for ar, kr in zip(a.unbind(0), kf.unfold(0, window, 1).unbind(0))])
+        else:
+            s = torch.stack([torch.mm(a[r].clone(), kf[r:r + window].clone().t()) for r in range(n)])
+        p = exp(s - s.amax(dim=-1, keepdim=True))  # [n, Hq, window]; position 0 is in every masked frame
+        if masked:
+            valid = (_arange(window, dev)[None, :] + (_arange(n, dev)[:, None] + first)) >= 0  # [n, window]
+            p = torch.where(valid[:, None, :], p, 0.0)
+        if _rows(p) and _rows(vf):  # p[r] and vf[r:r+window]
+            frames = vf.unfold(0, window, 1).transpose(1, 2).unbind(0)
+            o = torch.stack([torch.mm(pr, vr) for pr, vr in zip(p.unbind(0), frames)])  # [n, Hq, width]
+        else:
+            o = torch.stack([torch.mm(p[r].clone(), vf[r:r + window].clone()) for r in range(n)])
     l_sum = o[..., hkv * dh:hkv * dh + 1]
     o = o[..., :hkv * dh].reshape(n, hkv, hq // hkv, hkv, dh)
     o = torch.diagonal(o, dim1=1, dim2=3).permute(0, 3, 1, 2).reshape(n, hq, dh)  # head h's own kv block
     return o / l_sum
 
 
-def _ones_pad(n: int, width: int, col: int, device: torch.device) -> torch.Tensor:
-    """A fresh [n, width] tensor of zeros with ones in column ``col``."""
-    key = (n, width, col, str(device))
+def _frame(k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor, first: int,
+           rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys [rows, Hkv·Dh] and the values with their ones column [rows, width] at positions first ..
+    first+rows-1 (positions < 0 read position 0), both fresh 64-byte-aligned tensors, so the products that read
+    them take the same path whichever way they were gathered."""
+    nb, bs, hkv, dh = k_cache.shape
+    width = -(-(hkv * dh + 1) // 16) * 16
+    ones = _ones_cols(rows, width - hkv * dh, k_cache.device)
+    if first < 0:
+        keys = (_arange(rows, k_cache.device) + first).clamp(min=0)
+        flat = table[keys // bs].long() * bs + keys % bs
+        kf = k_cache.view(-1, hkv * dh)[flat]
+        return kf, torch.cat([v_cache.view(-1, hkv * dh)[flat], ones], dim=1)
+    # whole blocks through the table (one copy each), then the positions' rows: a view at a multiple of a
+    # row's bytes into a fresh tensor, aligned wherever a row's bytes are (which `_rows` asks anyway)
+    b0 = first // bs
+    blocks = table[b0:(first + rows - 1) // bs + 1]
+    off = first - b0 * bs
+    kf = k_cache.index_select(0, blocks).view(-1, hkv * dh)[off:off + rows]
+    vf = v_cache.index_select(0, blocks).view(-1, hkv * dh)[off:off + rows]
+    return kf, torch.cat([vf, ones], dim=1)
+
+
+def _ones_cols(n: int, width: int, device: torch.device) -> torch.Tensor:
+    """A [n, width] block of zeros with ones in column 0: what follows the values in the frame (the softmax
+    sum's column, then padding to a multiple of 16 columns)."""
+    key = (n, width, str(device))
     t = _pad_cache.get(key)
     if t is None:
         t = torch.zeros(n, width, device=device)
-        t[:, col] = 1.0
+        t[:, 0] = 1.0
         if len(_pad_cache) < 256:
             _pad_cache[key] = t
-    return t.clone()
+    return t
 
 
-_pad_cache: dict[tuple[int, int, int, str], torch.Tensor] = {}
+_pad_cache: dict[tuple[int, int, str], torch.Tensor] = {}
 
 
 _eye_cache: dict[tuple[int, float, str], torch.Tensor] = {}

@@ -223,15 +223,18 @@ class Block(nn.Module):
             self.__dict__["_qkv_cache"] = cached = (key, fused)
         return cached[1]
 
-    def forward_cached(self, x: torch.Tensor, cache: LayerCache, start: int) -> torch.Tensor:
-        """Exact path: x [n, D] at positions start.., written into ``cache`` before attending."""
+    def forward_cached(self, x: torch.Tensor, cache: LayerCache, start: int,
+                       rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Exact path: x [n, D] at positions start.., written into ``cache`` before attending. ``rotary``:
+        `exact_ops.rotary_factors` for those positions, when the caller made them once for all layers."""
         c = self.cfg
         n = x.shape[0]
         hq, hkv, dh = c.n_heads, c.n_kv_heads, c.head_dim
         h = xo.rms_norm(x, self.attn_norm, c.norm_eps)
         qkv = xo.linear(h, self._qkv_t()).reshape(n, hq + 2 * hkv, dh)
-        cos, sin = rope_tables(dh, c.rope_theta, start, n, x.device)
-        qk = xo.rope(qkv[:, :hq + hkv], cos, sin)
+        if rotary is None:
+            rotary = xo.rotary_factors(*rope_tables(dh, c.rope_theta, start, n, x.device))
+        qk = xo.rope(qkv[:, :hq + hkv], *rotary)
         q, k, v = qk[:, :hq], qk[:, hq:], qkv[:, hq + hkv:]
         xo.kv_write(cache.k, cache.v, cache.table, start, k, v)
         o = xo.window_attention(q, cache.k, cache.v, cache.table, start, self.window, dh**-0.5)
@@ -391,8 +394,9 @@ class InteractionModel(nn.Module):
         Bitwise chunking-invariant: the same positions give the same bits however the sequence is split."""
         c = self.cfg
         x = self.embed(tokens, dmel, patches, exact=True)
+        rotary = xo.rotary_factors(*rope_tables(c.head_dim, c.rope_theta, start, tokens.shape[0], x.device))
         for block, cache in zip(self.blocks, caches, strict=True):
-            x = block.forward_cached(x, cache, start)
+            x = block.forward_cached(x, cache, start, rotary)
         h = xo.rms_norm(x, self.final_norm, c.norm_eps)
         return h, xo.linear(h, self.head.t())
 
