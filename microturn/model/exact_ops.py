@@ -53,7 +53,8 @@ def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     c = _consts(x.device)
     eps_t = c.get(("eps", eps))
     if eps_t is None:
-        eps_t = c[("eps", eps)] = torch.tensor(eps, dtype=torch.float32, device=x.device)
+        with _outside_inference():
+            eps_t = c[("eps", eps)] = torch.tensor(eps, dtype=torch.float32, device=x.device)
     mean_sq = linear(x * x, _ones(x.shape[-1], x.device))  # [n, 1]: the mean (the column holds 1/D)
     return x * torch.sqrt(mean_sq + eps_t).reciprocal() * w
 
@@ -119,6 +120,12 @@ def silu(x: torch.Tensor) -> torch.Tensor:
 _const_cache: dict[str, dict] = {}
 
 
+def _outside_inference() -> torch.inference_mode:
+    """Where the module's cached constants are built: they outlive the call that first asks (often
+    `InteractionModel.forward_cached`, in inference mode) and must stay normal tensors for any later caller."""
+    return torch.inference_mode(False)
+
+
 def _consts(device: torch.device) -> dict:
     """The float32 constants as 0-d tensors (an op with a Python float costs twice one with a 0-d tensor; the
     value, rounded to float32 either way, is the same)."""
@@ -127,10 +134,11 @@ def _consts(device: torch.device) -> dict:
     if c is None:
         def t(v: float) -> torch.Tensor:
             return torch.tensor(v, dtype=torch.float32, device=device)
-        c = _const_cache[key] = {
-            "log2e": t(_LOG2E), "half": t(0.5), "ln2_hi": t(_LN2_HI), "ln2_lo": t(_LN2_LO), "one": t(1.0),
-            "poly": tuple(t(v) for v in _EXP_POLY),
-        }
+        with _outside_inference():
+            c = _const_cache[key] = {
+                "log2e": t(_LOG2E), "half": t(0.5), "ln2_hi": t(_LN2_HI), "ln2_lo": t(_LN2_LO), "one": t(1.0),
+                "poly": tuple(t(v) for v in _EXP_POLY),
+            }
     return c
 
 
@@ -176,7 +184,8 @@ def _ones(n: int, device: torch.device) -> torch.Tensor:
     key = (n, str(device))
     t = _ones_cache.get(key)
     if t is None:
-        t = _ones_cache[key] = torch.full((n, 1), 1.0 / n, device=device)
+        with _outside_inference():
+            t = _ones_cache[key] = torch.full((n, 1), 1.0 / n, device=device)
     return t
 
 
@@ -184,7 +193,8 @@ def _arange(n: int, device: torch.device) -> torch.Tensor:
     key = (n, str(device))
     t = _arange_cache.get(key)
     if t is None:
-        t = _arange_cache[key] = torch.arange(n, device=device)
+        with _outside_inference():
+            t = _arange_cache[key] = torch.arange(n, device=device)
     return t
 
 
@@ -280,8 +290,9 @@ def _ones_cols(n: int, width: int, device: torch.device) -> torch.Tensor:
     key = (n, width, str(device))
     t = _pad_cache.get(key)
     if t is None:
-        t = torch.zeros(n, width, device=device)
-        t[:, 0] = 1.0
+        with _outside_inference():
+            t = torch.zeros(n, width, device=device)
+            t[:, 0] = 1.0
         if len(_pad_cache) < 256:
             _pad_cache[key] = t
     return t
@@ -298,7 +309,8 @@ def _eye(n: int, scale: float, device: torch.device) -> torch.Tensor:
     key = (n, scale, str(device))
     t = _eye_cache.get(key)
     if t is None:
-        t = _eye_cache[key] = (torch.eye(n, device=device) * scale)[None, :, None, :, None]
+        with _outside_inference():
+            t = _eye_cache[key] = (torch.eye(n, device=device) * scale)[None, :, None, :, None]
     return t
 
 

@@ -74,11 +74,12 @@ def _rope_chunk(head_dim: int, theta: float, chunk: int, device: torch.device) -
     # which other positions were computed with it, nor on the device (transcendentals are not batch-invariant).
     key = (head_dim, theta, chunk, str(device))
     if key not in _rope_cache:
-        half = head_dim // 2
-        inv = 1.0 / theta ** (torch.arange(half, dtype=torch.float64) / half)
-        pos = torch.arange(chunk * _ROPE_CHUNK, (chunk + 1) * _ROPE_CHUNK, dtype=torch.float64)
-        ang = pos[:, None] * inv[None, :]
-        _rope_cache[key] = (torch.cos(ang).float().to(device), torch.sin(ang).float().to(device))
+        with torch.inference_mode(False):  # cached for every caller, also those outside inference mode
+            half = head_dim // 2
+            inv = 1.0 / theta ** (torch.arange(half, dtype=torch.float64) / half)
+            pos = torch.arange(chunk * _ROPE_CHUNK, (chunk + 1) * _ROPE_CHUNK, dtype=torch.float64)
+            ang = pos[:, None] * inv[None, :]
+            _rope_cache[key] = (torch.cos(ang).float().to(device), torch.sin(ang).float().to(device))
     return _rope_cache[key]
 
 
@@ -218,7 +219,7 @@ class Block(nn.Module):
         key = tuple((w.data_ptr(), w._version) for w in (self.wq, self.wk, self.wv))
         cached = self.__dict__.get("_qkv_cache")
         if cached is None or cached[0] != key:
-            with torch.no_grad():
+            with torch.no_grad(), torch.inference_mode(False):  # kept across calls, in and out of inference mode
                 fused = torch.cat([self.wq, self.wk, self.wv]).t()
             self.__dict__["_qkv_cache"] = cached = (key, fused)
         return cached[1]
@@ -386,12 +387,14 @@ class InteractionModel(nn.Module):
 
     # --- exact path (sessions) -------------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward_cached(self, tokens: torch.Tensor, dmel: torch.Tensor | None, patches: torch.Tensor | None,
                        caches: list[LayerCache], start: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Append tokens [n] at positions start.. to the per-layer caches; (hidden [n, D], logits [n, V]).
 
-        Bitwise chunking-invariant: the same positions give the same bits however the sequence is split."""
+        Bitwise chunking-invariant: the same positions give the same bits however the sequence is split.
+        Runs in inference mode (a decode step is hundreds of tiny calls, and skipping autograd's version and
+        view tracking is a sixth of their cost): the outputs are inference tensors, to read or clone."""
         c = self.cfg
         x = self.embed(tokens, dmel, patches, exact=True)
         rotary = xo.rotary_factors(*rope_tables(c.head_dim, c.rope_theta, start, tokens.shape[0], x.device))
