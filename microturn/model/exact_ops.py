@@ -354,17 +354,20 @@ def moe(x: torch.Tensor, router: torch.Tensor, w_gate_up: torch.Tensor, w_down: 
     top_v, top_i = torch.topk(logits, top_k, dim=-1)  # sorted: column 0 is the max
     f = w_down.shape[2]
     ids = top_i.reshape(-1).tolist()
-    wgu_t, wd_t = w_gate_up.transpose(1, 2).unbind(0), w_down.transpose(1, 2).unbind(0)  # w[e].t() views
-    xs = x.unsqueeze(1).unbind(0)  # x[t][None] views
+    wgu_t, wd_t = w_gate_up.transpose(1, 2), w_down.transpose(1, 2)  # wgu_t[e] is w[e].t()
+    if len(ids) > w_gate_up.shape[0] // 2:  # many pairs: one unbind is cheaper than a select per pair
+        wgu_t, wd_t = wgu_t.unbind(0), wd_t.unbind(0)
+    xs = x.unsqueeze(1).unbind(0) if n > 1 else (x,)  # x[t][None] views
     if not _rows(x):
         xs = [r.clone() for r in xs]
     h = torch.cat([torch.mm(xs[i // top_k], wgu_t[ex]) for i, ex in enumerate(ids)])
     gate = h[:, :f]
     # one elementwise exp for the router's renormalised softmax and the experts' SiLU
-    ex_all = exp(torch.cat([(top_v - top_v[:, :1]).reshape(-1), -gate.reshape(-1)]))
+    ex_all = exp(torch.cat([(top_v - top_v[:, :1]).view(-1), gate.neg().view(-1)]))
     e = ex_all[:n * top_k].view(n, top_k)
     weights = e / tree_sum(e)[:, None]
-    act = gate / (ex_all[n * top_k:].view_as(gate) + _consts(x.device)["one"]) * h[:, f:]  # [n·k, F], fresh
+    act = ex_all[n * top_k:].view_as(gate) + _consts(x.device)["one"]  # fresh: row views are aligned
+    act = torch.div(gate, act, out=act).mul_(h[:, f:])  # gate·sigmoid(gate)·up in place, [n·k, F]
     acts = act.unsqueeze(1).unbind(0)
     if not _rows(act):
         acts = [r.clone() for r in acts]
