@@ -55,8 +55,14 @@ def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     if eps_t is None:
         with _outside_inference():
             eps_t = c[("eps", eps)] = torch.tensor(eps, dtype=torch.float32, device=x.device)
-    mean_sq = linear(x * x, _ones(x.shape[-1], x.device))  # [n, 1]: the mean (the column holds 1/D)
-    return x * torch.sqrt(mean_sq + eps_t).reciprocal() * w
+    m, d = x.shape
+    if m > ROW_BLOCK:
+        mean_sq = linear(x * x, _ones(d, x.device))
+    else:  # `linear`'s zero-padded block, the squares written straight into it
+        block = x.new_zeros(ROW_BLOCK, d)
+        torch.mul(x, x, out=block[:m])
+        mean_sq = torch.mm(block, _ones(d, x.device))[:m]  # [n, 1]: the mean (the column holds 1/D)
+    return (x * (mean_sq + eps_t).sqrt_().reciprocal_()).mul_(w)
 
 
 def exp(x: torch.Tensor) -> torch.Tensor:
@@ -80,6 +86,7 @@ def exp(x: torch.Tensor) -> torch.Tensor:
 _NP_LOG2E, _NP_HALF, _NP_ONE = np.float32(_LOG2E), np.float32(0.5), np.float32(1.0)
 _NP_LN2_HI, _NP_LN2_LO = np.float32(_LN2_HI), np.float32(_LN2_LO)
 _NP_POLY = tuple(np.float32(v) for v in _EXP_POLY)
+_NP_LO, _NP_HI = np.float32(-87.0), np.float32(88.0)
 
 
 def _exp_numpy(x: torch.Tensor) -> torch.Tensor:
@@ -87,13 +94,14 @@ def _exp_numpy(x: torch.Tensor) -> torch.Tensor:
     multiply-add in either library), so the bits are torch's; numpy's per-call cost on these small arrays is a
     fraction of torch's, and exp is ~25 elementwise calls. The result is a torch allocation (64-byte aligned)
     because it is often the operand of a product whose bits depend on alignment."""
-    out = torch.empty(x.shape)
-    v = np.clip(x.detach().numpy(), np.float32(-87.0), np.float32(88.0))
+    out = torch.empty(x.shape, dtype=torch.float32)
+    v = np.maximum(x.detach().numpy(), _NP_LO)  # np.clip is the same bits at twice the cost
+    np.minimum(v, _NP_HI, out=v)
     n = v * _NP_LOG2E
     n += _NP_HALF
     np.floor(n, out=n)
     t = n * _NP_LN2_HI
-    r = v - t
+    r = np.subtract(v, t, out=v)  # r = x - n·ln2_hi - n·ln2_lo, over x's buffer
     np.multiply(n, _NP_LN2_LO, out=t)
     r -= t
     p = r * _NP_POLY[0]

@@ -341,6 +341,8 @@ class InteractionModel(nn.Module):
     def embed(self, tokens: torch.Tensor, dmel: torch.Tensor | None, patches: torch.Tensor | None,
               exact: bool = False) -> torch.Tensor:
         """tokens [...] -> [..., D]; DMEL / PATCH positions (row-major) take the given frames / patches."""
+        if dmel is None and patches is None and tokens.numel() == 1 and int(tokens) not in (DMEL, PATCH):
+            return self.tok_emb[tokens]  # a decoded token: nothing to count or place
         x = self.tok_emb[tokens]
         is_dmel, is_patch = tokens == DMEL, tokens == PATCH
         n_dmel, n_patch = int(is_dmel.sum()), int(is_patch.sum())
