@@ -95,13 +95,19 @@ def _exp_numpy(x: torch.Tensor) -> torch.Tensor:
     fraction of torch's, and exp is ~25 elementwise calls. The result is a torch allocation (64-byte aligned)
     because it is often the operand of a product whose bits depend on alignment."""
     out = torch.empty(x.shape, dtype=torch.float32)
-    v = np.maximum(x.detach().numpy(), _NP_LO)  # np.clip is the same bits at twice the cost
+    _np_exp(x.detach().numpy(), out.numpy())
+    return out
+
+
+def _np_exp(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`exp` of a float32 array into ``out`` (see `_exp_numpy`)."""
+    v = np.maximum(x, _NP_LO)  # np.clip is the same bits at twice the cost
     np.minimum(v, _NP_HI, out=v)
     n = v * _NP_LOG2E
     n += _NP_HALF
     np.floor(n, out=n)
     t = n * _NP_LN2_HI
-    r = np.subtract(v, t, out=v)  # r = x - n·ln2_hi - n·ln2_lo, over x's buffer
+    r = np.subtract(v, t, out=v)  # r = x - n·ln2_hi - n·ln2_lo, over x's copy
     np.multiply(n, _NP_LN2_LO, out=t)
     r -= t
     p = r * _NP_POLY[0]
@@ -116,8 +122,7 @@ def _exp_numpy(x: torch.Tensor) -> torch.Tensor:
     scale = n.astype(np.int32)
     scale += 127
     scale <<= 23
-    np.multiply(p, scale.view(np.float32), out=out.numpy())
-    return out
+    return np.multiply(p, scale.view(np.float32), out=out)
 
 
 def silu(x: torch.Tensor) -> torch.Tensor:
@@ -369,19 +374,64 @@ def moe(x: torch.Tensor, router: torch.Tensor, w_gate_up: torch.Tensor, w_down: 
     if not _rows(x):
         xs = [r.clone() for r in xs]
     h = torch.cat([torch.mm(xs[i // top_k], wgu_t[ex]) for i, ex in enumerate(ids)])
-    gate = h[:, :f]
-    # one elementwise exp for the router's renormalised softmax and the experts' SiLU
-    ex_all = exp(torch.cat([(top_v - top_v[:, :1]).view(-1), gate.neg().view(-1)]))
-    e = ex_all[:n * top_k].view(n, top_k)
-    weights = e / tree_sum(e)[:, None]
-    act = ex_all[n * top_k:].view_as(gate) + _consts(x.device)["one"]  # fresh: row views are aligned
-    act = torch.div(gate, act, out=act).mul_(h[:, f:])  # gate·sigmoid(gate)·up in place, [n·k, F]
+    cpu = x.device.type == "cpu"
+    act, weights = _gates_numpy(h, top_v) if cpu else _gates_torch(h, top_v)
     acts = act.unsqueeze(1).unbind(0)
     if not _rows(act):
         acts = [r.clone() for r in acts]
     y = torch.cat([torch.mm(acts[i], wd_t[ex]) for i, ex in enumerate(ids)]).view(n, top_k, -1)
+    if cpu:  # y is fresh: weighted in place, then the slots summed in order, in numpy
+        yn = y.detach().numpy()
+        yn *= weights.numpy()[..., None]
+        out = yn[:, 0].copy()
+        for j in range(1, top_k):
+            out += yn[:, j]
+        return torch.from_numpy(out)
     y = y * weights[..., None]
     out = y[:, 0]
     for j in range(1, top_k):
         out = out + y[:, j]
     return out
+
+
+def _gates_torch(h: torch.Tensor, top_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`moe`'s elementwise middle: (the SwiGLU activations gate·sigmoid(gate)·up [n·k, F], fresh since they
+    are the down products' operands; the routing weights [n, k], a softmax renormalised over the k picked,
+    ``top_v`` [n, k] being the router's sorted top logits). One exp serves both."""
+    nk, f = h.shape[0], h.shape[1] // 2
+    gate = h[:, :f]
+    ex_all = exp(torch.cat([(top_v - top_v[:, :1]).view(-1), gate.neg().view(-1)]))
+    e = ex_all[:nk].view(top_v.shape)
+    weights = e / tree_sum(e)[:, None]
+    act = ex_all[nk:].view_as(gate) + _consts(h.device)["one"]  # fresh: row views are aligned
+    return torch.div(gate, act, out=act).mul_(h[:, f:]), weights
+
+
+def _gates_numpy(h: torch.Tensor, top_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_gates_torch` on the CPU in numpy, like `_exp_numpy`: the same float32 operations in the same order,
+    at a fraction of torch's per-call cost."""
+    hn, tv = h.detach().numpy(), top_v.detach().numpy()
+    nk, f = hn.shape[0], hn.shape[1] // 2
+    gate = hn[:, :f]
+    z = np.concatenate(((tv - tv[:, :1]).reshape(-1), np.negative(gate).reshape(-1)))
+    ex = _np_exp(z, z)  # exp's first step copies its input, so it may write over it
+    e = ex[:nk].reshape(tv.shape)
+    weights = e / _np_tree_sum(e)[:, None]
+    act = torch.empty(nk, f, dtype=torch.float32)
+    an = act.numpy()
+    np.add(ex[nk:].reshape(nk, f), _NP_ONE, out=an)
+    np.divide(gate, an, out=an)
+    an *= hn[:, f:]
+    return act, torch.from_numpy(weights)
+
+
+def _np_tree_sum(x: np.ndarray) -> np.ndarray:
+    """`kernels.tree_sum` in numpy: the last dimension summed by the same zero-padded pairwise tree."""
+    width = x.shape[-1]
+    size = 1 << (width - 1).bit_length()
+    if size != width:
+        x = np.concatenate([x, np.zeros((*x.shape[:-1], size - width), x.dtype)], axis=-1)
+    while size > 1:
+        size //= 2
+        x = x[..., :size] + x[..., size:]
+    return x[..., 0]
