@@ -247,6 +247,8 @@ def _local_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     first = start - window + 1
     masked = first < 0
     kf, vf = _frame(k_cache, v_cache, table, first, window + n - 1)
+    if n == 1 and dev.type == "cpu":
+        return _local_row_numpy(q, kf, vf, first, scale)
     a = (q.reshape(n, hkv, hq // hkv, 1, dh) * _eye(hkv, scale, dev)).reshape(n, hq, hkv * dh)  # scaled
     if n == 1:  # the decode step: the one row's products on the operands themselves, nothing to stack
         s = torch.mm(a[0], (kf if _rows(kf) else kf.clone()).t())
@@ -272,6 +274,31 @@ def _local_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     o = o[..., :hkv * dh].reshape(n, hkv, hq // hkv, hkv, dh)
     o = torch.diagonal(o, dim1=1, dim2=3).permute(0, 3, 1, 2).reshape(n, hq, dh)  # head h's own kv block
     return o / l_sum
+
+
+def _local_row_numpy(q: torch.Tensor, kf: torch.Tensor, vf: torch.Tensor, first: int,
+                     scale: float) -> torch.Tensor:
+    """`_local_attention` of one query row [1, Hq, Dh] on the CPU, frame ``kf``, ``vf`` from `_frame`: the
+    same two products on operands of the same shape and alignment, the elementwise steps around them in numpy
+    (the same float32 operations, as in `_exp_numpy`)."""
+    _, hq, dh = q.shape
+    hkv = kf.shape[1] // dh
+    g = hq // hkv
+    a = torch.empty(hq, hkv * dh, dtype=torch.float32)  # the query heads spread block-diagonally, scaled
+    np.multiply(q.detach().numpy().reshape(hkv, g, 1, dh), _eye(hkv, scale, q.device).numpy()[0],
+                out=a.numpy().reshape(hkv, g, hkv, dh))
+    s = torch.mm(a, (kf if _rows(kf) else kf.clone()).t()).numpy()  # [Hq, window], fresh
+    s -= s.max(axis=-1, keepdims=True)  # position 0 is in every masked frame
+    p = torch.empty(s.shape, dtype=torch.float32)
+    pn = _np_exp(s, p.numpy())
+    if first < 0:
+        pn[:, :-first] = 0.0  # positions before 0
+    o = torch.mm(p, vf).numpy()  # [Hq, width]: values, then the softmax sum
+    out = torch.empty(1, hq, dh, dtype=torch.float32)
+    own = np.diagonal(o[:, :hkv * dh].reshape(hkv, g, hkv, dh), axis1=0, axis2=2)  # head h's own kv block
+    np.divide(own.transpose(2, 0, 1), o[:, hkv * dh:hkv * dh + 1].reshape(hkv, g, 1),
+              out=out.numpy().reshape(hkv, g, dh))
+    return out
 
 
 def _frame(k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor, first: int,
