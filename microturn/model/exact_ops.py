@@ -42,9 +42,23 @@ def linear(x: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
     m, k = x.shape
     if m > ROW_BLOCK:
         return blocked_mm(x, w_t)
-    block = x.new_zeros(ROW_BLOCK, k)
-    block[:m] = x
+    block = torch.cat([x, _zeros(ROW_BLOCK - m, k, x.device)])  # fresh, zero-padded: one call
     return torch.mm(block, w_t)[:m]
+
+
+def _zeros(m: int, k: int, device: torch.device) -> torch.Tensor:
+    """A cached [m, k] block of zeros (the padding of `linear`'s block; never written)."""
+    key = (m, k, str(device))
+    t = _zeros_cache.get(key)
+    if t is None:
+        with _outside_inference():
+            t = torch.zeros(m, k, device=device)
+        if len(_zeros_cache) < 256:
+            _zeros_cache[key] = t
+    return t
+
+
+_zeros_cache: dict[tuple[int, int, str], torch.Tensor] = {}
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
