@@ -15,6 +15,12 @@ tails agree), an exact max, or a fixed pairwise `tree_sum`. Global layers (frame
 history) use elementwise products and trees over absolute key slots, where zero padding is exact.
 These ops define the exact path's numbers (they are not bitwise equal to the kernels' references): stepping a
 session and one teacher-forced pass both run them, so the two still agree bit for bit.
+
+On the CPU the elementwise steps of the hottest paths (`exp`, one row of local attention, the MoE's gates and
+slot sum) run in numpy on views of the same buffers: +, -, *, /, floor, max and integer bit operations are
+rounded once by IEEE in both libraries (neither fuses a multiply-add), so the bits are the same, at a fraction
+of torch's per-call cost. Products stay torch's, on torch-allocated (64-byte-aligned) operands. Not every op
+carries over: torch's vectorised float32 sqrt differs from numpy's in the last bit, so `rms_norm` stays torch.
 """
 
 from __future__ import annotations
@@ -264,7 +270,7 @@ def _local_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if n == 1 and dev.type == "cpu":
         return _local_row_numpy(q, kf, vf, first, scale)
     a = (q.reshape(n, hkv, hq // hkv, 1, dh) * _eye(hkv, scale, dev)).reshape(n, hq, hkv * dh)  # scaled
-    if n == 1:  # the decode step: the one row's products on the operands themselves, nothing to stack
+    if n == 1:  # a decoded token off the CPU: the one row's products on the operands, nothing to stack
         s = torch.mm(a[0], (kf if _rows(kf) else kf.clone()).t())
         p = exp(s - s.amax(dim=-1, keepdim=True))  # [Hq, window]; position 0 is in every masked frame
         if masked:
@@ -318,8 +324,9 @@ def _local_row_numpy(q: torch.Tensor, kf: torch.Tensor, vf: torch.Tensor, first:
 def _frame(k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor, first: int,
            rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The keys [rows, Hkv·Dh] and the values with their ones column [rows, width] at positions first ..
-    first+rows-1 (positions < 0 read position 0), both fresh 64-byte-aligned tensors, so the products that read
-    them take the same path whichever way they were gathered."""
+    first+rows-1 (positions < 0 read position 0), each in a fresh tensor at a 64-byte-aligned start whenever
+    a row's bytes are a multiple of 64 (what `_rows` asks), so the products that read them take the same path
+    whichever way they were gathered."""
     nb, bs, hkv, dh = k_cache.shape
     width = -(-(hkv * dh + 1) // 16) * 16
     ones = _ones_cols(rows, width - hkv * dh, k_cache.device)
