@@ -327,7 +327,7 @@ def _frame(k_cache: torch.Tensor, v_cache: torch.Tensor, table: torch.Tensor, fi
     first+rows-1 (positions < 0 read position 0), each in a fresh tensor at a 64-byte-aligned start whenever
     a row's bytes are a multiple of 64 (what `_rows` asks), so the products that read them take the same path
     whichever way they were gathered."""
-    nb, bs, hkv, dh = k_cache.shape
+    _, bs, hkv, dh = k_cache.shape
     width = -(-(hkv * dh + 1) // 16) * 16
     ones = _ones_cols(rows, width - hkv * dh, k_cache.device)
     if first < 0:
@@ -413,7 +413,6 @@ def moe(x: torch.Tensor, router: torch.Tensor, w_gate_up: torch.Tensor, w_down: 
     n = x.shape[0]
     logits = linear(x, router.t())
     top_v, top_i = torch.topk(logits, top_k, dim=-1)  # sorted: column 0 is the max
-    f = w_down.shape[2]
     ids = top_i.reshape(-1).tolist()
     wgu_t, wd_t = w_gate_up.transpose(1, 2), w_down.transpose(1, 2)  # wgu_t[e] is w[e].t()
     if len(ids) > w_gate_up.shape[0] // 2:  # many pairs: one unbind is cheaper than a select per pair
