@@ -74,11 +74,12 @@ def _rope_chunk(head_dim: int, theta: float, chunk: int, device: torch.device) -
     # which other positions were computed with it, nor on the device (transcendentals are not batch-invariant).
     key = (head_dim, theta, chunk, str(device))
     if key not in _rope_cache:
-        half = head_dim // 2
-        inv = 1.0 / theta ** (torch.arange(half, dtype=torch.float64) / half)
-        pos = torch.arange(chunk * _ROPE_CHUNK, (chunk + 1) * _ROPE_CHUNK, dtype=torch.float64)
-        ang = pos[:, None] * inv[None, :]
-        _rope_cache[key] = (torch.cos(ang).float().to(device), torch.sin(ang).float().to(device))
+        with torch.inference_mode(False):  # cached for every caller, also those outside inference mode
+            half = head_dim // 2
+            inv = 1.0 / theta ** (torch.arange(half, dtype=torch.float64) / half)
+            pos = torch.arange(chunk * _ROPE_CHUNK, (chunk + 1) * _ROPE_CHUNK, dtype=torch.float64)
+            ang = pos[:, None] * inv[None, :]
+            _rope_cache[key] = (torch.cos(ang).float().to(device), torch.sin(ang).float().to(device))
     return _rope_cache[key]
 
 
@@ -218,20 +219,23 @@ class Block(nn.Module):
         key = tuple((w.data_ptr(), w._version) for w in (self.wq, self.wk, self.wv))
         cached = self.__dict__.get("_qkv_cache")
         if cached is None or cached[0] != key:
-            with torch.no_grad():
+            with torch.no_grad(), torch.inference_mode(False):  # kept across calls, in and out of inference mode
                 fused = torch.cat([self.wq, self.wk, self.wv]).t()
             self.__dict__["_qkv_cache"] = cached = (key, fused)
         return cached[1]
 
-    def forward_cached(self, x: torch.Tensor, cache: LayerCache, start: int) -> torch.Tensor:
-        """Exact path: x [n, D] at positions start.., written into ``cache`` before attending."""
+    def forward_cached(self, x: torch.Tensor, cache: LayerCache, start: int,
+                       rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Exact path: x [n, D] at positions start.., written into ``cache`` before attending. ``rotary``:
+        `exact_ops.rotary_factors` for those positions, when the caller made them once for all layers."""
         c = self.cfg
         n = x.shape[0]
         hq, hkv, dh = c.n_heads, c.n_kv_heads, c.head_dim
         h = xo.rms_norm(x, self.attn_norm, c.norm_eps)
         qkv = xo.linear(h, self._qkv_t()).reshape(n, hq + 2 * hkv, dh)
-        cos, sin = rope_tables(dh, c.rope_theta, start, n, x.device)
-        qk = xo.rope(qkv[:, :hq + hkv], cos, sin)
+        if rotary is None:
+            rotary = xo.rotary_factors(*rope_tables(dh, c.rope_theta, start, n, x.device))
+        qk = xo.rope(qkv[:, :hq + hkv], *rotary)
         q, k, v = qk[:, :hq], qk[:, hq:], qkv[:, hq + hkv:]
         xo.kv_write(cache.k, cache.v, cache.table, start, k, v)
         o = xo.window_attention(q, cache.k, cache.v, cache.table, start, self.window, dh**-0.5)
@@ -337,6 +341,8 @@ class InteractionModel(nn.Module):
     def embed(self, tokens: torch.Tensor, dmel: torch.Tensor | None, patches: torch.Tensor | None,
               exact: bool = False) -> torch.Tensor:
         """tokens [...] -> [..., D]; DMEL / PATCH positions (row-major) take the given frames / patches."""
+        if dmel is None and patches is None and tokens.numel() == 1 and int(tokens) not in (DMEL, PATCH):
+            return self.tok_emb[tokens]  # a decoded token: nothing to count or place
         x = self.tok_emb[tokens]
         is_dmel, is_patch = tokens == DMEL, tokens == PATCH
         n_dmel, n_patch = int(is_dmel.sum()), int(is_patch.sum())
@@ -383,16 +389,19 @@ class InteractionModel(nn.Module):
 
     # --- exact path (sessions) -------------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward_cached(self, tokens: torch.Tensor, dmel: torch.Tensor | None, patches: torch.Tensor | None,
                        caches: list[LayerCache], start: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Append tokens [n] at positions start.. to the per-layer caches; (hidden [n, D], logits [n, V]).
 
-        Bitwise chunking-invariant: the same positions give the same bits however the sequence is split."""
+        Bitwise chunking-invariant: the same positions give the same bits however the sequence is split.
+        Runs in inference mode (a decode step is hundreds of tiny calls, and skipping autograd's version and
+        view tracking is a sixth of their cost): the outputs are inference tensors, to read or clone."""
         c = self.cfg
         x = self.embed(tokens, dmel, patches, exact=True)
+        rotary = xo.rotary_factors(*rope_tables(c.head_dim, c.rope_theta, start, tokens.shape[0], x.device))
         for block, cache in zip(self.blocks, caches, strict=True):
-            x = block.forward_cached(x, cache, start)
+            x = block.forward_cached(x, cache, start, rotary)
         h = xo.rms_norm(x, self.final_norm, c.norm_eps)
         return h, xo.linear(h, self.head.t())
 

@@ -103,3 +103,24 @@ def test_a_chunk_larger_than_the_ring_allows_is_refused(model):
     session = KVSession(model)
     with pytest.raises(SessionError, match="max_chunk_tokens"):
         session.append(EncodedTick([65] * (model.cfg.max_chunk_tokens + 1)))
+
+
+def test_the_shipped_model_stepped_tick_by_tick_equals_one_teacher_forced_pass_bitwise():
+    """The embedded configuration (local layers only, window 384) on its trained weights, greedy and
+    sampled, past the first window: decoding one token at a time takes the single-row paths of the exact
+    ops (attention frames before and after the window fills, experts picked one token at a time), the
+    chunks their batched ones, and the two must agree bit for bit."""
+    from microturn.model.local import load_checkpoint
+    from microturn.model.weights import EMBEDDED_CHECKPOINT
+
+    shipped, _ = load_checkpoint(EMBEDDED_CHECKPOINT)
+    for temperature in (0.0, 0.8):
+        session = KVSession(shipped, temperature=temperature, seed=3, trace=True)
+        _run(session, step_inputs(40, seed=1, images=False))
+        assert session.length > shipped.cfg.window
+        whole = EncodedTick([])
+        for chunk, _ in session.trace:
+            whole.extend(chunk)
+        stepped = torch.cat([logits for _, logits in session.trace])
+        one_pass = KVSession(shipped, ring=False, capacity=len(whole.tokens)).append(whole)
+        assert torch.equal(one_pass, stepped)
