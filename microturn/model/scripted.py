@@ -18,7 +18,9 @@ Rules, in the order they are applied each step:
   barge-in finds the assistant already quiet: it stops within one tick of the user's first sound.
 - **Stopping.** When the user is ``interrupting``, the utterance in progress is dropped at once (the rest of the
   reply is never said) and the policy listens. The same happens when ``StepInput.speaking`` turns false while
-  an utterance is half said: the output side cut it (a barge-in or an ``interrupt`` delivery).
+  an utterance is half said: the output side cut it (a barge-in or an ``interrupt`` delivery). Only a fall
+  counts: ``speaking`` must have been true since the utterance began, because words may reach the output side a
+  tick or two after the policy says them (a model spells them out in its output slots).
 - **Answering.** When the user is ``yielding`` or ``inviting`` (or, without any dialog state, after the user's
   text is followed by ``reply_after_silence`` seconds without speech), the turn is answered from the table:
   a time question -> tool call ``session_time`` and "Let me check the time."; "how are you" -> a pleasantry;
@@ -213,6 +215,7 @@ class ScriptedSession(BlockingModelSession):
         self.playing_kind: str | None = None  # the kind of the utterance begun last (the one being heard)
         self.paused = False  # the utterance being heard is held while the user makes a sound
         self.resuming = False  # this step ends a hold
+        self.heard_current = False  # the current utterance has been seen playing (so its end is a cut)
 
     def step_sync(self, step_input: StepInput) -> StepOutput:
         """Observe one tick's inputs and say (at most) this tick's words."""
@@ -228,8 +231,11 @@ class ScriptedSession(BlockingModelSession):
         chunk, dialog = inp.chunk, inp.dialog
         text = chunk.text.strip()
         speech = bool(text) or chunk.speech_prob >= self.policy.speech_threshold
-        if self.current is not None and self.current.pos > 0 and not inp.speaking:
-            self._drop()  # the output side cut us off: never resume a cut utterance
+        if self.current is not None and self.current.pos > 0:
+            if inp.speaking:
+                self.heard_current = True
+            elif self.heard_current:
+                self._drop()  # the output side cut us off: never resume a cut utterance
         if state == "interrupting":
             self._drop()
             if self.reply is not None:
@@ -425,6 +431,7 @@ class ScriptedSession(BlockingModelSession):
 
     def _begin(self, utterance: _Utterance) -> None:
         self.current = utterance
+        self.heard_current = False
         self.playing_kind = utterance.kind
         self.credit = max(0.0, 1.0 - self.wpt)  # so the first word goes out in this very step
 

@@ -32,6 +32,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     corpus.add_argument("--late-reply", type=float, default=0.0, metavar="P",
                         help="probability that the oracle answers a turn up to 0.6 s late (default 0); the shipped "
                         "model was trained with 0.3, so it learns to answer after a missed first tick")
+    corpus.add_argument("--slots", type=int, default=0, metavar="K",
+                        help="let the session hear the oracle as a model with K output tokens per tick would be "
+                        "heard (words at their spaces, tool calls once spelled out), so the data shows the world "
+                        "a model lives in; 0 (default) hears it at once. The shipped model: 6, its outputs_per_tick")
     corpus.add_argument("--stats", action="store_true", help="only print the statistics of the corpus in --out")
     corpus.set_defaults(fn=corpus_command)
     _register_train(subparsers)
@@ -173,7 +177,8 @@ def corpus_command(args: argparse.Namespace) -> int:
             report = build_corpus(args.out, dialogs=args.dialogs, seed=args.seed, heldout=args.heldout,
                                   dialogs_per_shard=args.per_shard, workers=args.workers, progress=_Bar(),
                                   text_fraction=args.text_fraction,
-                                  **({"late_reply": args.late_reply} if args.late_reply else {}))
+                                  **({"late_reply": args.late_reply} if args.late_reply else {}),
+                                  **({"slots": args.slots} if args.slots else {}))
             for note in report.shards_replaced:
                 print(f"replaced a damaged shard: {note}", file=sys.stderr)
             print(f"wrote {report.shards_written} shards, kept {report.shards_skipped} finished ones: "

@@ -49,6 +49,7 @@ __all__ = [
     "DialogRecord",
     "RecordingBackend",
     "Shard",
+    "SlotTimedBackend",
     "TickExample",
     "build_corpus",
     "format_stats",
@@ -141,6 +142,49 @@ class _RecordingSession:
         await self.inner.close()
 
 
+class _SlotTimedSession:
+    """Delegates to the inner session and hands on what a model laying its output out in K slots would say."""
+
+    def __init__(self, inner: Any, slots: int) -> None:
+        from microturn.model.layout import OutputDecoder, OutputPacker
+
+        self.inner = inner
+        self.blocking = getattr(inner, "blocking", False)
+        self.packer, self.decoder = OutputPacker(slots), OutputDecoder()
+
+    def _lay_out(self, output: StepOutput) -> StepOutput:
+        said = self.decoder.decode(self.packer.pack(output))
+        return StepOutput(text=said.text, audio=output.audio, controls=said.controls, delegate=said.delegate,
+                          tool_call=said.tool_call)
+
+    def step_sync(self, step_input: StepInput) -> StepOutput:
+        return self._lay_out(self.inner.step_sync(step_input))
+
+    async def step(self, step_input: StepInput) -> StepOutput:
+        return self._lay_out(await self.inner.step(step_input))
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class SlotTimedBackend:
+    """A model backend that wraps ``inner`` so the session hears it as a model with ``slots`` output tokens per
+    tick would be heard: each step's output goes through the layout's packer and decoder, so words come out at
+    their spaces and a tool call or a delegation when its payload is spelled out. A corpus built this way shows
+    the oracle's decisions in the world a model that imitates it perfectly lives in (the recorded outputs stay
+    the oracle's own, which the same packer turns into the training targets)."""
+
+    def __init__(self, inner: Any, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"SlotTimedBackend(slots=...) must be >= 1, got {slots!r}")
+        self.inner = inner
+        self.slots = slots
+        self.name = f"slots{slots}:{getattr(inner, 'name', 'model')}"
+
+    async def open_session(self, spec: Any) -> _SlotTimedSession:
+        return _SlotTimedSession(await self.inner.open_session(spec), self.slots)
+
+
 class RecordingBackend:
     """A model backend that wraps ``inner`` and records every step of every session it opens in ``examples``."""
 
@@ -187,9 +231,11 @@ def run_dialog(dialog: GeneratedDialog, *, keep_messages: bool = False, render_a
     return recorder.examples, messages
 
 
-def record_dialog(dialog: GeneratedDialog) -> DialogRecord:
-    """Run ``dialog`` and package its ticks with its generation details."""
-    ticks, _ = run_dialog(dialog)
+def record_dialog(dialog: GeneratedDialog, *, slots: int = 0) -> DialogRecord:
+    """Run ``dialog`` and package its ticks with its generation details; with ``slots`` the session hears the
+    oracle through a :class:`SlotTimedBackend` of that many slots."""
+    wrap = (lambda backend: SlotTimedBackend(backend, slots)) if slots else None
+    ticks, _ = run_dialog(dialog, wrap=wrap)
     sc = dialog.scenario
     return DialogRecord(index=dialog.index, seed=dialog.seed, name=sc.name, categories=list(dialog.categories),
                         mode=dialog.mode, voice=dialog.voice, wpm=dialog.wpm, world=dialog.world,
@@ -273,8 +319,10 @@ def _make_shard(out: str, seed: int, heldout: bool, index: int, first: int, coun
     """Generate, run and write one shard (runs in a worker process when building in parallel); ``each`` is
     called after every dialog."""
     records = []
+    options = dict(options)
+    slots = options.pop("slots", 0)
     for d in generate_dialogs(seed, count, heldout=heldout, start=first, **options):
-        records.append(record_dialog(d))
+        records.append(record_dialog(d, slots=slots))
         if each is not None:
             each(records[-1])
     shard = Shard(format=FORMAT_VERSION, generator=GENERATOR_VERSION, seed=seed, heldout=heldout, index=index,
@@ -330,7 +378,8 @@ def build_corpus(
 ) -> BuildReport:
     """Generate ``dialogs`` dialogs into ``out`` (resumable: intact shards of this corpus are kept) and write
     the manifest. ``progress(dialogs_done, dialogs_total, ticks_done)`` is called after each dialog (with
-    ``workers > 1``: after each shard, the granularity a worker process reports). ``options`` go to :func:`~microturn.training.dialogs.make_dialog`."""
+    ``workers > 1``: after each shard, the granularity a worker process reports). ``options`` go to
+    :func:`~microturn.training.dialogs.make_dialog`, except ``slots`` (see :func:`record_dialog`)."""
     if dialogs < 1 or dialogs_per_shard < 1 or workers < 1:
         raise ValueError(f"need dialogs, dialogs_per_shard and workers >= 1, got {dialogs}, {dialogs_per_shard}, "
                          f"{workers}")

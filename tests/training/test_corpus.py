@@ -8,10 +8,12 @@ import msgspec
 import pytest
 
 from microturn.audio import espeak_available
-from microturn.messages import DialogState, InputChunk, OutputChunk, SpeechStarted
+from microturn.messages import DialogState, InputChunk, OutputChunk, SpeechStarted, ToolCall
 from microturn.training.cli import register
+from microturn.model.layout import OutputDecoder, OutputPacker
 from microturn.training.corpus import (
     CorpusError,
+    SlotTimedBackend,
     build_corpus,
     format_stats,
     load_corpus,
@@ -147,6 +149,22 @@ def test_capture_matches_the_recorded_messages_tick_by_tick():
         before = [s for s in states if s.stamp.seq < (opened[0] if opened else out.stamp.seq)]
         assert t.input.dialog == (before[-1] if before else None)
     assert any(t.output.text for t in ticks)
+
+
+def test_a_slot_timed_world_hears_the_oracle_as_its_output_slots_spell_it():
+    dialog = make_dialog(11, text_fraction=1.0, categories=["time"], turns=(1, 1))
+    ticks, messages = run_dialog(dialog, keep_messages=True, wrap=lambda backend: SlotTimedBackend(backend, 6))
+    outputs = [m for m in messages if isinstance(m, OutputChunk)]
+    packer, decoder = OutputPacker(6), OutputDecoder()
+    heard = [decoder.decode(packer.pack(t.output)) for t in ticks]
+    # the recorded outputs are the oracle's own; the session got what six slots a tick release of them
+    assert [(o.text, o.controls) for o in outputs] == [(h.text, h.controls) for h in heard]
+    said = next(i for i, t in enumerate(ticks) if "tool_call" in t.output.controls)
+    (call,) = [m for m in messages if isinstance(m, ToolCall)]
+    assert call.stamp.tick > ticks[said].tick + 1  # published once its name was spelled out, not when decided
+    assert call.name == ticks[said].output.tool_call.name
+    with pytest.raises(ValueError, match="slots"):
+        SlotTimedBackend(None, 0)
 
 
 def test_stats(corpus):
