@@ -18,6 +18,10 @@ Protocol (who publishes what, when):
   ``SpeechEnded(u, interrupted)`` for every open utterance, and moves to generation ``g+1``: any output of
   an older generation still in flight is discarded. An ``Interrupt`` published by someone else (a transport's
   stop button, a scenario) ends the open utterances the same way.
+- **Holding.** ``pause`` / ``resume`` in the model's controls travel in the ``OutputChunk`` to the output mixer,
+  which holds the utterance in place and plays on from there: the model goes quiet at the user's first sound
+  and decides later whether it was a barge-in (the dialog state says so, and the actor cuts as above) or not.
+  A held utterance is still open: ``speaking`` stays true and no ``SpeechEnded`` goes out.
 - **Delegation and tools.** ``StepOutput.delegate`` -> ``Delegate(task_id="task-{n}", goal, context)`` with a
   :class:`ContextPackage` (recent transcript, what the user heard, the dialog state, the tool names);
   ``StepOutput.tool_call`` -> ``ToolCall(call_id="{name}-{n}", name, args)``; both carry the generation.
