@@ -221,6 +221,10 @@ def train_command(args: argparse.Namespace) -> int:
             raise TrainError("--heldout must be another corpus than --corpus")
         t0 = time.perf_counter()
         manifest = read_manifest(args.corpus)
+        slots = manifest.get("options", {}).get("slots", 0)
+        if slots and slots != cfg.model_config().outputs_per_tick:
+            note(f"warning: the corpus was heard through {slots} output slots a tick, the {args.config} model "
+                 f"has {cfg.model_config().outputs_per_tick}: its world will not be the one in the data")
         data = WindowDataset(load_corpus(args.corpus), cfg.model_config(), cfg.window_len(), lag_headers=cfg.lag_headers)
         held = held_manifest = held_dialogs = None
         if args.heldout:
@@ -230,7 +234,7 @@ def train_command(args: argparse.Namespace) -> int:
         note(f"loaded corpora in {time.perf_counter() - t0:.1f} s")
         extra = {"data": {"corpus": str(args.corpus), "seed": manifest["seed"], "split": manifest["split"],
                           "dialogs": manifest["dialogs"], "ticks": manifest["ticks"],
-                          "generator": manifest["generator"]}}
+                          "generator": manifest["generator"], "options": manifest.get("options", {})}}
         if held_manifest is not None:
             extra["heldout"] = {"corpus": str(args.heldout), "seed": held_manifest["seed"],
                                 "split": held_manifest["split"], "dialogs": held_manifest["dialogs"]}
