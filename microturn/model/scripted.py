@@ -5,7 +5,8 @@ model imitates). It is not a model and does not pretend to understand anything: 
 
 Each step it reads one :class:`StepInput` and emits at most ``outputs_per_tick`` words, paced at
 ``words_per_tick`` (default 0.5 words per 200 ms tick, i.e. 150 words per minute, the output mixer's default
-speaking rate; fractional rates accumulate a credit, and the first word of an utterance goes out at once).
+speaking rate; fractional rates accumulate a credit, the first word of an utterance goes out at once, and the
+later ones a tick ahead of the slot the output mixer plays them in).
 
 Rules, in the order they are applied each step:
 
@@ -448,6 +449,11 @@ class ScriptedSession(BlockingModelSession):
         n = min(int(self.credit + 1e-9), self.max_words, len(u.words) - u.pos)
         self.credit = min(self.credit - n, 1.0)  # a rate capped by outputs_per_tick must not bank words
         first = u.pos == 0 and n > 0
+        if first:
+            # The second word goes out a tick early, and with it every later one: the output side queues words
+            # and plays each in its slot, and a model whose slots spell a long word over two ticks still has it
+            # there in time (without the lead, such a word leaves a silent window mid-sentence).
+            self.credit = max(self.credit, 1.0 - self.wpt)
         words = u.words[u.pos : u.pos + n]
         u.pos += n
         controls = ["backchannel"] if u.kind == "backchannel" else ["translate"] if u.kind == "translation" else ["speak"]

@@ -31,9 +31,10 @@ __all__ = [
     "make_dialog",
 ]
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bump whenever a seed would give a different dialog (phrase pools, draws, their order) or the oracle would label
-it differently (2: the oracle holds its utterance while the user makes a sound over it)."""
+it differently (2: the oracle holds its utterance while the user makes a sound over it; 3: its words go out a tick ahead
+of their slots)."""
 
 CATEGORIES = (
     "greeting",

@@ -196,8 +196,7 @@ def test_asks_the_session_time_tool_and_speaks_the_result_when_idle() -> None:
     assert first.tool_call is not None and first.tool_call.name == "session_time"
     assert "tool_call" in first.controls
     result = ToolResult(call_id="session_time-1", ok=True, value=2.5)
-    c.step(tool_results=[result])
-    spoken = c.run(40)
+    spoken = " ".join(filter(None, [c.step(tool_results=[result]).text, c.run(40)]))
     assert spoken == "me check the time. It is 2.5 seconds into our conversation."
     failed = Conversation()
     failed.step(tool_results=[ToolResult(call_id="weather-2", ok=False, error="timeout")], dialog=state("yielding"))
@@ -249,7 +248,7 @@ def test_without_dialog_state_answers_after_silence() -> None:
     assert c.step().text == "You"
 
 
-@pytest.mark.parametrize(("rate", "cap", "per_step"), [(2.0, 8, [2, 2, 2]), (3.0, 2, [2, 2, 2]), (0.5, 8, [1, 0, 1])])
+@pytest.mark.parametrize(("rate", "cap", "per_step"), [(2.0, 8, [2, 2, 2]), (3.0, 2, [2, 2, 2]), (0.5, 8, [1, 1, 0, 1])])
 def test_pacing_follows_words_per_tick_capped_by_outputs_per_tick(rate: float, cap: int, per_step: list) -> None:
     c = Conversation(ScriptedPolicy(words_per_tick=rate), ModelSpec(outputs_per_tick=cap))
     c.step("hello you", dialog=state("speaking"))
