@@ -73,8 +73,9 @@ def _register_train(subparsers: Any) -> argparse.ArgumentParser:
                        help="also run the first N held-out ticks through free-running greedy sessions "
                        "(the inference path; ~20-40 ms a tick on CPU; 0: skip; default 1000)")
     train.add_argument("--lag-headers", type=float, default=0.0, metavar="P",
-                       help="probability that a tick spent spelling out a tool call or goal shows the assistant "
-                       "silent, as a model's own world does (default 0)")
+                       help="probability that a tick whose words the slots have not released yet shows the "
+                       "assistant silent, as a model's own world does (default 0; a corpus built with --slots "
+                       "needs none)")
     train.add_argument("--context-noise", type=float, default=0.0, metavar="F",
                        help="fraction of output tokens in the context replaced by random ones, targets kept "
                        "(robustness to the model's own mistakes; default 0)")

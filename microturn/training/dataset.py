@@ -67,8 +67,10 @@ def encode_dialog(ticks: Sequence[TickExample], cfg: ModelConfig, *, lag_headers
 
     ``lag_headers``: the oracle's world reacted to its words at once, but the slots release a word only at its
     space (often a tick later), and controls that spill past a tick's slots hold its text back, so a model's
-    words come out later than the oracle's did, and meanwhile its world shows it silent. On such ticks, with this probability (drawn from ``seed``), the header shows the assistant silent,
-    so the model learns that finishing what it started does not depend on being heard yet."""
+    words come out later than the oracle's did, and meanwhile its world shows it silent. On such ticks, with
+    this probability (drawn from ``seed``), the header shows the assistant silent, so the model learns that
+    finishing what it started does not depend on being heard yet. A corpus built with ``--slots`` already
+    shows the model's world and needs none."""
     encoder, packer = TickEncoder(cfg.max_input_tokens), OutputPacker(cfg.outputs_per_tick)
     seq, mask, starts, outs = EncodedTick([]), [], [], []
     rng = random.Random(seed)
@@ -78,15 +80,17 @@ def encode_dialog(ticks: Sequence[TickExample], cfg: ModelConfig, *, lag_headers
         # The oracle's world already hears what is still to be spelled out here: an utterance none of whose
         # words the slots have released yet (a word goes out at its space, often a tick after
         # the oracle said it). Once a word is out, the model's world hears it speak too.
-        behind = bool(packer.controls) or (said > 0 and released == 0)
         enc = encoder.encode(example.input)
-        if behind and lag_headers and rng.random() < lag_headers:
-            enc.tokens[:MAX_INPUT_HEADER] = _silent_assistant(enc.tokens[:MAX_INPUT_HEADER])
+        if lag_headers:
+            behind = bool(packer.controls) or (said > 0 and released == 0)
+            if behind and rng.random() < lag_headers:
+                enc.tokens[:MAX_INPUT_HEADER] = _silent_assistant(enc.tokens[:MAX_INPUT_HEADER])
         out = packer.pack(example.output)
-        said += len(example.output.text.split())
-        released += len(decoder.decode(out).text.split())
-        if {"end_utterance", "silence"} & set(example.output.controls):
-            said = released = 0
+        if lag_headers:  # the words said and released so far are only needed to lag headers
+            said += len(example.output.text.split())
+            released += len(decoder.decode(out).text.split())
+            if {"end_utterance", "silence"} & set(example.output.controls):
+                said = released = 0
         seq.extend(enc)
         seq.extend(EncodedTick(out))
         mask += [False] * len(enc.tokens) + [True] * len(out)
