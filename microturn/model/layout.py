@@ -18,13 +18,14 @@ to download. The ``DMEL``/``PATCH`` positions carry a frame or patch that the mo
 embedding.
 
 Outputs (:class:`OutputPacker`, used to build training targets from the scripted oracle) put each tick's control
-decisions first, then its words, then payloads: the tick's control tokens open its slots, the text (``text + " "``,
-queued in its own FIFO) fills the slots after them, and a ``delegate`` / ``tool_call`` payload (the goal text, or the
-tool's name followed, when it has arguments, by a space and their JSON; closed by ``ARG_END``) takes the slots the text leaves, each tick's share opened by
-``ARG``. So text length never moves a control to a later tick, and a long payload never holds back the words that
-go with it: the first word of a reply that calls a tool goes out in the tick the reply starts, and the call follows
-as its JSON fills the spare slots (the oracle speaks half a word per tick, so most slots are spare). The rule that
-keeps the order guarantees:
+decisions first, then its words, then payloads: the tick's control tokens open its slots, the text
+(``text + " "``, queued in its own FIFO) fills the slots after them, and a ``delegate`` / ``tool_call``
+payload (the goal text, or the tool's name followed, when it has arguments, by a space and their JSON; closed
+by ``ARG_END``) takes the slots the text leaves, each tick's share opened by ``ARG``. So text length never moves
+a control to a later tick, and a long payload never holds back the words that go with it: the first word of a
+reply that calls a tool goes out in the tick the reply starts, and the call follows as its payload fills the
+spare slots (the oracle speaks half a word per tick, so most slots are spare). The rule that keeps the order
+guarantees:
 
 * ``end_utterance`` closes the text queued up to it, so it is held until the tick whose slots release that
   text's last byte; it goes ahead of that tick's text (after its controls), and no later text shares the tick.
@@ -338,9 +339,7 @@ class OutputDecoder:
                 break
             if token < 256:
                 if in_payload:
-                    if self.arg is None:
-                        self.arg = bytearray()
-                    self.arg.append(token)
+                    self.arg.append(token)  # type: ignore[union-attr]
                 elif token == _SPACE:
                     if self.word:
                         words.append(bytes(self.word))
@@ -349,6 +348,8 @@ class OutputDecoder:
                     self.word.append(token)
             elif token == ARG:
                 in_payload = True
+                if self.arg is None:  # else the payload goes on from the last tick
+                    self.arg = bytearray()
             elif token == ARG_END:
                 payload, self.arg, in_payload = bytes(self.arg or b""), None, False
                 held = self.held.pop(0) if self.held else None

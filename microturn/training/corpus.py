@@ -154,8 +154,7 @@ class _SlotTimedSession:
 
     def _lay_out(self, output: StepOutput) -> StepOutput:
         said = self.decoder.decode(self.packer.pack(output))
-        return StepOutput(text=said.text, audio=output.audio, controls=said.controls, delegate=said.delegate,
-                          tool_call=said.tool_call)
+        return msgspec.structs.replace(said, audio=output.audio)
 
     def step_sync(self, step_input: StepInput) -> StepOutput:
         return self._lay_out(self.inner.step_sync(step_input))

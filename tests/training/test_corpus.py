@@ -9,8 +9,8 @@ import pytest
 
 from microturn.audio import espeak_available
 from microturn.messages import DialogState, InputChunk, OutputChunk, SpeechStarted, ToolCall
-from microturn.training.cli import register
 from microturn.model.layout import OutputDecoder, OutputPacker
+from microturn.training.cli import register
 from microturn.training.corpus import (
     CorpusError,
     SlotTimedBackend,
