@@ -33,7 +33,8 @@ except ImportError:  # running from a checkout that is not installed
 from _common import percentile, quiet_logging
 
 from microturn.model.sglang import SglangBackend
-from microturn.scenarios.runner import MODEL_ARGUMENT, MODELS, run_scenario
+from microturn.assembly import BACKENDS
+from microturn.scenarios.runner import run_scenario
 
 LIBRARY = Path(__file__).resolve().parents[1] / "microturn" / "scenarios" / "library"
 
@@ -76,8 +77,8 @@ def main() -> None:
         backends.append(backend)
         return backend
 
-    MODELS["bench-sglang"] = make  # the registry is open: this run's backend, to read its sessions' statistics
-    MODEL_ARGUMENT["bench-sglang"] = "url"
+    # the registry is open: this run's backend, to read its sessions' statistics
+    BACKENDS.register("bench-sglang", make, argument="url")
     server = contextlib.nullcontext(args.url) if args.url else local_server()
     with server as url:
         result = run_scenario(scenario, model=f"bench-sglang:{url}")

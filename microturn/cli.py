@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+import msgspec
 import trio
 
 from microturn.messages import MESSAGE_TYPES, Message, describe
 from microturn.runtime import (
+    Actor,
     MicroturnError,
     configure_logging,
     load_factory,
@@ -19,7 +22,11 @@ from microturn.runtime import (
     run_lockstep,
 )
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from microturn.console import Screen
+    from microturn.model.protocol import ModelBackend
+
+__all__ = ["chat_actors", "main"]
 
 
 def _timeline_line(message: Message) -> str:
@@ -38,7 +45,7 @@ def _print_timeline(messages: Sequence[Message]) -> None:
 
 
 _MODEL_HELP = ("the interaction model: embedded (the shipped trained checkpoint, default; needs torch), "
-               "scripted (the rule policy it imitates), or local:CHECKPOINT")
+               "scripted (the rule policy it imitates), local:CHECKPOINT, or sglang:URL / sglang-text:URL")
 
 _DEMO_SHOWN = {
     "UserText", "Playout", "DialogState", "SpeechStarted", "SpeechEnded", "Heard", "Delegate", "ToolCall",
@@ -48,24 +55,22 @@ _DEMO_SHOWN = {
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from microturn import demo
+    from microturn.assembly import FACTORY, build_pipeline
     from microturn.messages import Playout, UserText
-    from microturn.scenarios.format import ScenarioError
 
     seen: list[Message] = []
     live = args.pipeline == "live"
-    try:  # before the session: a model that cannot be made is a usage error, not a session failure
-        actors = demo.build_live(wav_path=args.wav, model=args.model) if live else demo.build()
-    except ScenarioError as exc:
-        print(f"error: --model {args.model}: {exc.reason}", file=sys.stderr)
-        return 2
+    spec = demo.live_spec(model=args.model, wav_path=args.wav, tools=args.tools, actors=args.actor)
+    # before the session: a model or plugin that cannot be made is a usage error, not a session failure
+    actors = build_pipeline(spec) if live else demo.build()
 
     async def main() -> None:
         async with open_session(
             actors,
             mode="lockstep",
             record=args.record,
-            factory="microturn.demo:build_live" if live else "microturn.demo:build",
-            params={"wav_path": args.wav, "model": args.model} if live else {},
+            factory=FACTORY if live else "microturn.demo:build",
+            params=msgspec.to_builtins(spec) if live else {},
             session_id="demo",
             taps=[seen.append],
         ) as session:
@@ -87,39 +92,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def chat_actors(screen: Screen, args: argparse.Namespace, backend: ModelBackend | None = None) -> list[Actor]:
+    """The chat session's actors: the standard pipeline (model, built-in and ``--tools`` tools, the offline
+    planner, ``--actor`` plugins) with the console on ``screen``; ``backend`` is an already open model server."""
+    from microturn.assembly import PipelineSpec, build_pipeline
+    from microturn.console import ConsoleActor
+
+    spec = PipelineSpec(model=args.model, tool_modules=list(args.tools), actors=list(args.actor))
+    return build_pipeline(spec, backend=backend, extra=[ConsoleActor(screen)], tick_period=args.tick_ms / 1000)
+
+
 def _cmd_chat(args: argparse.Namespace) -> int:
-    from microturn.actors import ClockActor, DialogStateActor, PerceptionActor
-    from microturn.actors.interaction import InteractionActor
-    from microturn.actors.output_mixer import OutputMixer
-    from microturn.console import ConsoleActor, Screen, run_chat
-    from microturn.scenarios.format import ScenarioError
-    from microturn.scenarios.runner import make_backend
+    from microturn.console import run_chat
 
-    def build(screen: Screen, backend: object) -> list:
-        return [
-            ClockActor(),
-            PerceptionActor(),
-            DialogStateActor(),
-            InteractionActor(backend),  # type: ignore[arg-type]
-            OutputMixer(),
-            ConsoleActor(screen),
-        ]
-
+    tick = args.tick_ms / 1000
     if not args.url:
-        try:
-            local = make_backend(args.model)
-        except ScenarioError as exc:
-            print(f"error: --model {args.model}: {exc.reason}", file=sys.stderr)
-            return 2
-        trio.run(lambda: run_chat(lambda screen: build(screen, local), tick_period=args.tick_ms / 1000))
+        # run_chat builds the actors before the session starts: a model or plugin that cannot be made is a
+        # usage error (main prints it), not a session failure
+        trio.run(lambda: run_chat(lambda screen: chat_actors(screen, args), tick_period=tick))
         return 0
 
     async def with_server() -> None:
         from microturn.model.sglang import open_sglang_backend
 
         mode = "text" if args.text_bridge else "native"
-        async with open_sglang_backend(args.url, mode=mode, deadline=0.75 * args.tick_ms / 1000) as backend:
-            await run_chat(lambda screen: build(screen, backend), tick_period=args.tick_ms / 1000)
+        async with open_sglang_backend(args.url, mode=mode, deadline=0.75 * tick) as backend:
+            await run_chat(lambda screen: chat_actors(screen, args, backend), tick_period=tick)
 
     trio.run(with_server)
     return 0
@@ -179,6 +177,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _plugin_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tools", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help="import a Python module or .py file and register every @tool it defines (repeatable)")
+    parser.add_argument("--actor", action="append", default=[], metavar="MODULE:FACTORY",
+                        help="add the actor this factory returns to the session (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``microturn`` command."""
     parser = argparse.ArgumentParser(
@@ -200,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="embedded", metavar="NAME", help=_MODEL_HELP)
     demo.add_argument("--wav", metavar="FILE", help="write the session's audio as a stereo WAV")
     demo.add_argument("--record", metavar="FILE", help="write the session's recording to FILE")
+    _plugin_flags(demo)
     demo.set_defaults(fn=_cmd_demo)
 
     chat = sub.add_parser("chat", help="a live full-duplex text session in this terminal (realtime)")
@@ -209,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "--enable-streaming-session, or `microturn serve`) instead of --model")
     chat.add_argument("--text-bridge", action="store_true", help="with --url: a text-only model, through the text "
                       "bridge")
+    _plugin_flags(chat)
     chat.set_defaults(fn=_cmd_chat)
 
     rep = sub.add_parser("replay", help="replay a recording and compare every message; exit 1 on divergence")

@@ -1,14 +1,18 @@
 """Example sessions, each a factory that replay can rebuild from a recording's header.
 
-- :func:`build_live` — the live loop: the real perception, dialog-state, interaction (the shipped model),
-  output-mixer, tool-runner and background (offline planner) actors. ``microturn demo`` runs it.
+- :func:`live_spec` — the live loop (built by :mod:`microturn.assembly`): the real perception, dialog-state,
+  interaction (the shipped model), output-mixer, tool-runner and background (offline planner) actors.
+  ``microturn demo`` runs it.
 - :func:`build` — seven light actors shaped like the reference pipeline around a trivial echo "model": they
   only move text, so the runtime itself can be shown and measured (the runtime benchmarks use it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from microturn.actors.clock import ClockActor
+from microturn.assembly import PipelineSpec
 from microturn.messages import (
     BackgroundUpdate,
     Delegate,
@@ -25,7 +29,7 @@ from microturn.messages import (
 )
 from microturn.runtime import Actor, Overflow, Session, Subscribe
 
-__all__ = ["build", "build_live", "speak_line", "DEMO_LINES", "LIVE_LINES"]
+__all__ = ["build", "live_spec", "speak_line", "DEMO_LINES", "LIVE_LINES"]
 
 DEMO_LINES = [(0.3, "hello there"), (1.9, "what time is it"), (3.1, "thanks, bye")]
 """(session time, text) the demo user says."""
@@ -159,32 +163,14 @@ def speak_line(session: Session, text: str, at: float, *, transcript: bool = Tru
     return end
 
 
-def build_live(*, wav_path: str | None = None, model: str = "embedded") -> list[Actor]:
-    """The live loop on ``model`` (a runner model name: the shipped ``embedded`` checkpoint by default,
-    ``scripted`` for the rule policy, ``local:PATH``), the built-in tools and the offline planner as
-    background reasoner (named explicitly: the network client would not be deterministic in lockstep)."""
-    from microturn.actors import (
-        BackgroundActor,
-        DialogStateActor,
-        InteractionActor,
-        OfflinePlanner,
-        OutputMixer,
-        PerceptionActor,
-        ToolRunner,
-    )
-    from microturn.scenarios.runner import make_backend
-    from microturn.tools import default_registry
-
-    tools = default_registry()
-    return [
-        ClockActor(),
-        PerceptionActor(),
-        DialogStateActor(),
-        InteractionActor(make_backend(model), tools=tools.names()),
-        OutputMixer(render_audio=wav_path is not None, wav_path=wav_path),
-        BackgroundActor(OfflinePlanner(), tools=tools, name="background"),
-        ToolRunner(tools, name="tool_runner"),
-    ]
+def live_spec(*, model: str = "embedded", wav_path: str | None = None, tools: Sequence[str] = (),
+              actors: Sequence[str] = ()) -> PipelineSpec:
+    """The live loop's description: ``model`` (the shipped ``embedded`` checkpoint by default, ``scripted`` for
+    the rule policy, ``local:PATH`` ...), the built-in tools plus ``tools`` modules, the offline planner as
+    background reasoner (the network client would not be deterministic in lockstep), and ``actors`` plugins.
+    :func:`microturn.assembly.build_pipeline` builds it; recordings carry it as their params."""
+    return PipelineSpec(model=model, render_audio=wav_path is not None, wav_path=wav_path,
+                        tool_modules=list(tools), actors=list(actors))
 
 
 def build(max_ticks: int | None = None) -> list[Actor]:

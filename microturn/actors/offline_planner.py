@@ -2,20 +2,20 @@
 
 Not a language model: a small, deterministic rule table that splits a request into clauses, maps each to a
 tool call from the registry (arithmetic -> ``calculate``, time questions -> ``session_time``, timers and
-reminders -> ``set_timer``, anything else -> ``search_knowledge`` over the local knowledge file) and phrases the
-results. When no rule gives an answer it fails ("I could not find that").
+reminders -> ``set_timer``, a clause naming a plugin tool -> that tool, anything else -> ``search_knowledge``
+over the local knowledge file) and phrases the results. When no rule gives an answer it fails ("I could not find that").
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import msgspec
 
 from microturn.messages import Delegate, ToolResult
-from microturn.tools import format_number, say_duration
+from microturn.tools import BUILTIN_TOOL_NAMES, Tool, format_number, say_duration
 
 from .reasoner_api import ReasonerError, TaskIO
 
@@ -92,6 +92,36 @@ def _duration(clause: str) -> float | None:
     return total if found and total > 0 else None
 
 
+_PLACE = re.compile(r"\b(?:in|for|at|of|about|near|on)\s+(?P<what>[^,;]+?)\s*$", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _plugin_step(clause: str, t: Tool) -> PlanStep | None:
+    """A call of plugin tool ``t`` when ``clause`` names it (a word of its name, ``get_weather`` -> "weather"),
+    and its required arguments can be filled from the clause: a number parameter takes the clause's first
+    number, a text parameter the phrase after its last preposition ("the weather in Paris" -> "Paris"), or
+    the whole clause. A rule table, not understanding: a real reasoner replaces it."""
+    words = set(re.findall(r"[a-z0-9]+", clause.lower()))
+    name_words = {w for w in re.split(r"[_-]", t.name.lower()) if len(w) > 2 and w not in {"get", "set", "the"}}
+    if not name_words & words:
+        return None
+    props: dict[str, Any] = t.schema.get("properties", {})
+    args: dict[str, Any] = {}
+    for param in t.schema.get("required", []):
+        kind = props.get(param, {}).get("type")
+        if kind in ("integer", "number"):
+            found = _NUMBER.search(clause)
+            if found is None:
+                return None
+            args[param] = int(float(found.group())) if kind == "integer" else float(found.group())
+        elif kind == "string":
+            place = _PLACE.search(clause)
+            args[param] = place.group("what").strip(" ?.!") if place else clause
+        else:
+            return None
+    return PlanStep(clause=clause, tool=t.name, args=args, progress=f"asking {t.name}…")
+
+
 class OfflinePlanner:
     """The offline planner: a deterministic rule table, not a language model (see the module docs).
 
@@ -105,15 +135,18 @@ class OfflinePlanner:
             raise ValueError(f"OfflinePlanner(step_time=...) must be >= 0 seconds, got {step_time!r}")
         self.step_time = step_time
 
-    def plan(self, goal: str, available: Collection[str]) -> list[PlanStep | str]:
+    def plan(self, goal: str, available: Collection[str], tools: Iterable[Tool] = ()) -> list[PlanStep | str]:
         """One entry per clause of ``goal``: the tool call that answers it, or the clause itself (a string)
-        when no available tool applies."""
+        when no available tool applies. ``tools`` are the registered tools beyond the built-in ones (plugins),
+        each called when a clause names it (see :func:`_plugin_step`)."""
+        plugins = [t for t in tools if t.name not in BUILTIN_TOOL_NAMES]
         steps: list[PlanStep | str] = []
         for raw in _CLAUSE_SPLIT.split(goal):
             clause = raw.strip(" ,.")
             if not clause:
                 continue
-            steps.append(self._plan_clause(clause, available) or clause)
+            step = next((s for t in plugins if (s := _plugin_step(clause, t)) is not None), None)
+            steps.append(step or self._plan_clause(clause, available) or clause)
         return steps
 
     def _plan_clause(self, clause: str, available: Collection[str]) -> PlanStep | None:
@@ -138,7 +171,7 @@ class OfflinePlanner:
 
     async def solve(self, task: Delegate, io: TaskIO) -> str:
         """Run the plan step by step, streaming progress; answer what could be answered."""
-        steps = self.plan(task.goal, io.tools.names())
+        steps = self.plan(task.goal, io.tools.names(), io.tools)
         answers: list[str] = []
         missed: list[str] = []
         for step in steps:
@@ -172,4 +205,6 @@ class OfflinePlanner:
             return f"Okay, I will tell you in {say_duration(step.args['seconds'])}."
         if step.tool == "search_knowledge" and isinstance(value, list) and value:
             return str(value[0]["text"])
+        if step.tool not in BUILTIN_TOOL_NAMES:  # a plugin tool: its answer as it gave it
+            return value.strip() if isinstance(value, str) and value.strip() else f"{step.tool}: {value!r}"
         return None

@@ -36,6 +36,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     run.add_argument("--url", metavar="URL", help="the model server of --model sglang / sglang-text "
                      "(an sglang server with --enable-streaming-session, or `microturn serve`)")
+    run.add_argument("--tools", action="append", default=[], metavar="MODULE_OR_FILE",
+                     help="import a Python module or .py file and register every @tool it defines (repeatable; "
+                     'needs scenarios with [world] tools = "builtin")')
+    run.add_argument("--actor", action="append", default=[], metavar="MODULE:FACTORY",
+                     help="add the actor this factory returns to every session (repeatable)")
     run.add_argument("--record", metavar="FILE", help="write the session's recording (one scenario)")
     run.add_argument("--report", metavar="FILE.html", help="write an HTML report (one scenario)")
     run.add_argument("--wav", metavar="FILE", help="write the session's audio as a stereo WAV (one scenario)")
@@ -85,11 +90,12 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
 
     if args.suite:
-        suite = run_suite(args.suite, model=args.model, progress=_Progress())
+        suite = run_suite(args.suite, model=args.model, progress=_Progress(), tools=args.tools, actors=args.actor)
     else:
         results = []
         for i, file in enumerate(files):
-            result = run_scenario(file, model=args.model, record=args.record, report=args.report, wav=args.wav)
+            result = run_scenario(file, model=args.model, record=args.record, report=args.report, wav=args.wav,
+                                  tools=args.tools, actors=args.actor)
             if i:
                 print()
             print(format_result(result))

@@ -18,7 +18,7 @@ A complete example (every key is documented on the Struct that holds it)::
     duration = 9.0                       # seconds of session time to run
 
     [model]
-    name = "scripted"                    # the interaction backend (see microturn.scenarios.runner.MODELS)
+    name = "scripted"                    # the interaction backend (see microturn.assembly.BACKENDS)
     options = {}                         # passed to the backend's constructor
 
     [speech]
@@ -66,7 +66,10 @@ from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
+from microturn.assembly import dialog_timing_problem
 from microturn.runtime import MicroturnError
+
+from .references import check_reference, parse_reference
 
 __all__ = [
     "TICK_PERIOD",
@@ -233,10 +236,15 @@ class WorldConfig(_Struct, frozen=True, kw_only=True):
     ``background = "scripted"`` (default): the scripted reasoner answers as ``[[background]]`` says;
     ``"offline"``: the real background actor with the offline planner, which calls the built-in tools (so it
     needs ``tools = "builtin"``, as in the live loop, where both share one registry). Both real parts wait on
-    session time, so a run stays deterministic and replays bit for bit."""
+    session time, so a run stays deterministic and replays bit for bit.
+
+    ``tool_modules`` (with ``tools = "builtin"``): Python modules (dotted names) or ``.py`` files (relative to the
+    scenario's folder) whose ``@tool`` functions join the built-in ones, as ``--tools`` does on the command line.
+    Running such a scenario imports them (it is your code); replaying its recording needs them named again."""
 
     tools: Literal["scripted", "builtin"] = "scripted"
     background: Literal["scripted", "offline"] = "scripted"
+    tool_modules: list[NonEmpty] = []
 
 
 # --- the timeline ---------------------------------------------------------------------------------------------
@@ -439,8 +447,8 @@ EXPECTATION_KINDS = {cls.__struct_config__.tag: cls for cls in AnyExpectation.__
 
 class Scenario(_Struct, frozen=True, kw_only=True):
     """A whole scenario. ``name`` defaults to the file's stem; ``duration`` is the session time to run, in
-    seconds; ``dialog`` overrides dialog-state timings in seconds (``microturn.actors.dialog_state.
-    DEFAULT_SECONDS``). Paths in events are absolute once loaded (resolved against the scenario's folder)."""
+    seconds; ``dialog`` overrides dialog-state timings in seconds (``microturn.assembly.DIALOG_TIMINGS``
+    names them). Paths in events are absolute once loaded (resolved against the scenario's folder)."""
 
     name: str = ""
     description: str = ""
@@ -510,8 +518,6 @@ def validate(
     with its file paths made absolute. ``check_types`` also checks every field's type and range, which
     constructing Structs in Python does not (decoding a file does). Raises :class:`ScenarioError` naming the
     key and value."""
-    from .triggers import check_reference  # the reference grammar lives with the trigger semantics
-
     if check_types:
         scenario = _checked(scenario)
 
@@ -555,12 +561,10 @@ def validate(
         events.append(event)
     _check_cycles(events, ids)
 
-    from microturn.actors.dialog_state import DEFAULT_SECONDS
-
     for name, seconds in scenario.dialog.items():
-        if name not in DEFAULT_SECONDS:
-            raise ScenarioError(f"unknown dialog timing; known: {', '.join(DEFAULT_SECONDS)}", key=f"dialog.{name}",
-                                value=seconds)
+        problem = dialog_timing_problem(name, seconds)
+        if problem:
+            raise ScenarioError(problem, key=f"dialog.{name}", value=seconds)
 
     world = scenario.world
     if world.tools != "scripted" and scenario.tools:
@@ -569,6 +573,15 @@ def validate(
     if world.background != "scripted" and scenario.background:
         raise ScenarioError(f"[[background]] scripts the scripted reasoner; with world.background = "
                             f"{world.background!r} the real one answers: drop one of them", key="background[0]")
+    if world.tool_modules and world.tools != "builtin":
+        raise ScenarioError('tool modules join the built-in tools: they need world.tools = "builtin"',
+                            key="world.tool_modules", value=world.tool_modules)
+    modules = [_resolve_module(m, base) for m in world.tool_modules]
+    for i, (given, module) in enumerate(zip(world.tool_modules, modules, strict=True)):
+        if (module != given or Path(module).is_absolute()) and not Path(module).is_file():
+            raise ScenarioError(f"no such file ({module})", key=f"world.tool_modules[{i}]", value=given)
+    if modules != world.tool_modules:
+        scenario = msgspec.structs.replace(scenario, world=msgspec.structs.replace(world, tool_modules=modules))
     if world.background == "offline" and world.tools != "builtin":
         raise ScenarioError('the offline planner calls the built-in tools: it needs world.tools = "builtin"',
                             key="world.background", value=world.background)
@@ -627,6 +640,13 @@ def _checked(scenario: Scenario) -> Scenario:
         raise ScenarioError(reason, key=path or None, value=value) from None
 
 
+def _resolve_module(spec: str, base: Path) -> str:
+    """A tool module named by file path is made absolute (against the scenario's folder); a dotted name stays."""
+    if spec.endswith(".py") or "/" in spec or "\\" in spec:
+        return str((base / Path(spec).expanduser()).resolve())
+    return spec
+
+
 def _check_regex(pattern: str, key: str) -> None:
     try:
         re.compile(pattern)
@@ -636,8 +656,6 @@ def _check_regex(pattern: str, key: str) -> None:
 
 def _check_cycles(events: list[Any], ids: dict[str, int]) -> None:
     """``event:ID`` references must not go round in a circle (nothing would ever start)."""
-    from .triggers import parse_reference
-
     def target(i: int) -> int | None:
         after = events[i].after
         if after is None:

@@ -25,6 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from microturn.actors import BackgroundActor, OfflinePlanner, ToolRunner
+from microturn.assembly import (
+    BACKENDS,
+    BackendError,
+    PipelineSpec,
+    World,
+    build_pipeline,
+    make_backend,
+    require_allowed,
+    tool_registry,
+)
 from microturn.messages import (
     BackgroundUpdate,
     Delegate,
@@ -35,20 +48,27 @@ from microturn.messages import (
     ToolCall,
     ToolResult,
 )
-from microturn.runtime import Actor, Recording, RecordingHeader, open_session, run_lockstep
+from microturn.runtime import Actor, MicroturnError, Recording, RecordingHeader, open_session, run_lockstep
 
 from .expectations import Observed, judge, observe
-from .format import TICK_PERIOD, Scenario, ScenarioError, decode_scenario, encode_scenario, load_scenario
+from .format import (
+    TICK_PERIOD,
+    Scenario,
+    ScenarioError,
+    ToolCalled,
+    decode_scenario,
+    encode_scenario,
+    load_scenario,
+)
 from .outcome import ExpectationOutcome
+from .scripted_world import DEFAULT_TOOLS, ScriptedBackground, ScriptedToolRunner
 from .triggers import Director, Fired, Plan, prepare_plans
 
 __all__ = [
-    "MODELS",
     "FACTORY",
     "ScenarioResult",
     "SuiteResult",
     "build_actors",
-    "make_backend",
     "run",
     "run_scenario",
     "run_suite",
@@ -60,139 +80,94 @@ FACTORY = "microturn.scenarios.runner:build_actors"
 """The actor factory scenario recordings name (``microturn replay`` calls it with the header's params)."""
 
 
-def _scripted(options: dict[str, Any]) -> Any:
-    from microturn.model.scripted import ScriptedPolicy
-
-    return ScriptedPolicy(**options)
-
-
-def _local(options: dict[str, Any]) -> Any:
-    checkpoint = options.pop("checkpoint", None)
-    if not checkpoint:
-        raise ValueError("the local model needs a checkpoint: --model local:PATH, or [model] options.checkpoint")
-    try:
-        from microturn.model.local import LocalBackend
-    except ImportError as exc:
-        raise ValueError(f"the trained model needs torch (pip install 'microturn[torch]'), or choose "
-                         f"--model scripted: {exc}") from None
-    return LocalBackend(checkpoint, **options)
-
-
-def _embedded(options: dict[str, Any]) -> Any:
-    from microturn.model.weights import EMBEDDED_CHECKPOINT
-
-    if not EMBEDDED_CHECKPOINT.is_file():
-        raise ValueError(f"the shipped checkpoint {EMBEDDED_CHECKPOINT} is missing (a damaged install?); "
-                         "use --model scripted, or local:PATH for another checkpoint")
-    return _local({**options, "checkpoint": EMBEDDED_CHECKPOINT})
-
-
-def _sglang(mode: str) -> Callable[[dict[str, Any]], Any]:
-    def make(options: dict[str, Any]) -> Any:
-        url = options.pop("url", None)
-        if not url:
-            raise ValueError(f"the {'sglang' if mode == 'native' else 'sglang-text'} model needs a server URL: "
-                             "--model sglang --url URL, --model sglang:URL, or [model] options.url")
-        from microturn.model.sglang import SglangBackend
-
-        return SglangBackend(url, mode=mode, **options)
-
-    return make
-
-
-MODELS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "embedded": _embedded,
-    "scripted": _scripted,
-    "local": _local,
-    "sglang": _sglang("native"),
-    "sglang-text": _sglang("text"),
-}
-"""Interaction backends by name: each makes a backend from the scenario's ``[model] options``. A name may
-carry its argument after a colon: ``local:PATH`` (the checkpoint), ``sglang:URL`` / ``sglang-text:URL`` (an
-sglang or ``microturn serve`` server; ``sglang-text`` goes through the text bridge). ``embedded``, the
-default, is the shipped checkpoint."""
-
-MODEL_ARGUMENT = {"local": "checkpoint", "sglang": "url", "sglang-text": "url"}
-"""Which option the part after ``NAME:`` sets."""
-
-
-def _model_name(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"local:PATH"`` -> ``("local", {"checkpoint": "PATH"})``, ``"sglang:URL"`` -> ``("sglang", {"url":
-    "URL"})``; a plain name has no options."""
-    name, sep, argument = spec.partition(":")
-    return name, ({MODEL_ARGUMENT.get(name, "checkpoint"): argument} if sep else {})
-
-
-def make_backend(name: str, options: dict[str, Any] | None = None) -> Any:
-    """The interaction backend called ``name``; errors name the model and list the known ones."""
-    spec = name
-    name, extra = _model_name(spec)
-    factory = MODELS.get(name)
-    if factory is None:
-        raise ScenarioError(f"unknown model; known: {', '.join(sorted(MODELS))}", key="model.name", value=spec)
-    try:
-        return factory({**(options or {}), **extra})
-    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a checkpoint that does not load
-        raise ScenarioError(f"the {name} model refuses these options: {exc}", key="model.options",
-                            value=options) from None
-
-
 def build_actors(
-    *, scenario: dict[str, Any], model: str | None = None, render_audio: bool = False, wav_path: str | None = None
+    *,
+    scenario: dict[str, Any],
+    model: str | None = None,
+    render_audio: bool = False,
+    wav_path: str | None = None,
+    actors: Sequence[str] = (),
 ) -> list[Actor]:
     """The actors of a scenario's session (what replay rebuilds from a recording's header).
 
     ``scenario`` is the scenario as plain data (:func:`~microturn.scenarios.format.encode_scenario`);
     ``model`` overrides its model (the scenario's options then apply only if it names the same model);
     ``render_audio`` makes the mixer voice the assistant (espeak-ng), ``wav_path`` writes the session's
-    stereo WAV when it stops."""
-    from microturn.actors import (
-        ClockActor,
-        DialogStateActor,
-        DialogTimings,
-        InteractionActor,
-        OutputMixer,
-        PerceptionActor,
-    )
-    from microturn.model.protocol import ModelSpec
-
+    stereo WAV when it stops; ``actors`` are ``MODULE:FACTORY`` plugins. The tool modules and actors named are
+    imported only when allowed (:func:`microturn.assembly.allow_plugins`): replay runs no code a recording names."""
     sc = decode_scenario(scenario)
+    require_allowed(sc.world.tool_modules, actors)
+    return _build(sc, model=model, render_audio=render_audio, wav_path=wav_path, actors=actors)
+
+
+def _build(sc: Scenario, *, model: str | None, render_audio: bool = False, wav_path: str | None = None,
+           actors: Sequence[str] = ()) -> list[Actor]:
+    """The scenario's pipeline, through the one assembly; the scenario's world plugs into it."""
     name = model or sc.model.name
-    backend = make_backend(name, sc.model.options if name == sc.model.name else {})
-    spec = ModelSpec(outputs_per_tick=sc.model.outputs_per_tick, seed=sc.model.seed)
-    timings = DialogTimings.from_seconds(TICK_PERIOD, **sc.dialog) if sc.dialog else None
-    tool_names, world = _world(sc)
-    return [
-        ClockActor(),
-        PerceptionActor(),
-        DialogStateActor(timings),
-        InteractionActor(backend, spec, tools=tool_names),
-        OutputMixer(render_audio=render_audio, wav_path=wav_path),
-        *world,
-    ]
+    key = "--model" if model else "model.name"
+    try:
+        backend = make_backend(name, sc.model.options if name == sc.model.name else {}, key=key)
+        spec = PipelineSpec(
+            model=name,
+            outputs_per_tick=sc.model.outputs_per_tick,
+            seed=sc.model.seed,
+            dialog=dict(sc.dialog),
+            tool_modules=list(sc.world.tool_modules),
+            http_allow=[],  # no host is allowed: a scenario never reaches the network
+            background="offline" if sc.world.background == "offline" else "none",
+            render_audio=render_audio,
+            wav_path=wav_path,
+            actors=list(actors),
+        )
+        world = _scripted_world(sc) if sc.world.tools == "scripted" else _real_world(sc, spec)
+        _check_tool_names(sc, world.tool_names)
+        return build_pipeline(spec, backend=backend, world=world, tick_period=TICK_PERIOD)
+    except BackendError as exc:
+        raise ScenarioError(exc.reason, key=exc.key, value=exc.value) from None
+    except MicroturnError as exc:  # a plugin that does not load: its message names the flag and the value
+        raise ScenarioError(str(exc)) from None
 
 
-def _world(sc: Scenario) -> tuple[list[str], list[Actor]]:
-    """The tool names the assistant is offered, and the actors that answer its delegated tasks and tool calls
-    (``[world]``: the scripted doubles, or the live loop's real tool runner and offline planner)."""
-    from .scripted_world import DEFAULT_TOOLS, ScriptedBackground, ScriptedToolRunner
+def _check_tool_names(sc: Scenario, offered: Sequence[str]) -> None:
+    """An expectation about a tool the session does not offer could never hold (or always would): refuse it."""
+    for i, expectation in enumerate(sc.expect):
+        name = getattr(expectation, "tool", None)
+        if isinstance(expectation, ToolCalled) and name is not None and name not in offered:
+            raise ScenarioError(f"unknown tool; this session offers: {', '.join(offered) or 'none'}",
+                                key=f"expect[{i}].tool", value=name)
 
-    if sc.world.tools == "scripted":
-        behaviours = sc.tools or list(DEFAULT_TOOLS)
-        return [t.name for t in behaviours], [
-            ScriptedBackground(sc.background, name="background"),
-            ScriptedToolRunner(behaviours, name="tool_runner"),
-        ]
-    from microturn.actors import BackgroundActor, OfflinePlanner, ToolRunner
-    from microturn.tools import default_registry
 
-    registry = default_registry(http=())  # no host is allowed: a scenario never reaches the network
+def with_tool_modules(scenario: Scenario, tools: Sequence[str]) -> Scenario:
+    """``scenario`` with more tool modules (``--tools``: dotted names, or files relative to the working folder)."""
+    if not tools:
+        return scenario
+    if scenario.world.tools != "builtin":
+        raise ScenarioError('--tools adds tools to the real tool runner: the scenario needs [world] tools = "builtin"',
+                            key="--tools", value=list(tools))
+    extra = [str(Path(t).expanduser().resolve()) if t.endswith(".py") or "/" in t else t for t in tools]
+    world = msgspec.structs.replace(scenario.world, tool_modules=[*scenario.world.tool_modules, *extra])
+    return msgspec.structs.replace(scenario, world=world)
+
+
+def _scripted_world(sc: Scenario) -> World:
+    """The scripted doubles of the tool runner and the background reasoner, as the scenario scripts them."""
+    behaviours = sc.tools or list(DEFAULT_TOOLS)
+    return World([t.name for t in behaviours], [
+        ScriptedBackground(sc.background, name="background"),
+        ScriptedToolRunner(behaviours, name="tool_runner"),
+    ])
+
+
+def _real_world(sc: Scenario, spec: PipelineSpec) -> World:
+    """The live loop's real tool runner (built-in tools plus the scenario's tool modules), and the offline
+    planner on the same registry, or the scripted reasoner (``[world] background``)."""
+    registry = tool_registry(spec)
     background: Actor = (
-        BackgroundActor(OfflinePlanner(), tools=registry, name="background")  # one registry, as in the live loop
+        BackgroundActor(OfflinePlanner(), tools=registry, name="background")
         if sc.world.background == "offline"
         else ScriptedBackground(sc.background, name="background")
     )
-    return registry.names(), [background, ToolRunner(registry, name="tool_runner")]
+    return World(registry.names(), [background, ToolRunner(registry, name="tool_runner")])
 
 
 @dataclass
@@ -243,13 +218,20 @@ async def run(
     wav: str | os.PathLike[str] | None = None,
     plans: Sequence[Plan] | None = None,
     path: str | None = None,
+    tools: Sequence[str] = (),
+    actors: Sequence[str] = (),
 ) -> ScenarioResult:
     """Run ``scenario`` inside an already running trio with a MockClock (pytest-trio's ``autojump_clock``, or
     :func:`microturn.runtime.run_lockstep`). ``plans`` are the prepared timeline (prepared here if not given:
-    speech synthesis runs then, off the session's clock)."""
+    speech synthesis runs then, off the session's clock). ``tools`` are more tool modules (``--tools``),
+    ``actors`` ``MODULE:FACTORY`` plugins (``--actor``); both go into the recording, so replay needs them named."""
+    scenario = with_tool_modules(scenario, tools)
     name = model or scenario.model.name
-    params = {"scenario": encode_scenario(scenario), "model": name, "render_audio": wav is not None}
-    actors = build_actors(**params, wav_path=os.fspath(wav) if wav is not None else None)
+    params: dict[str, Any] = {"scenario": encode_scenario(scenario), "model": name, "render_audio": wav is not None}
+    if actors:
+        params["actors"] = list(actors)
+    built = _build(scenario, model=model, render_audio=wav is not None,
+                   wav_path=os.fspath(wav) if wav is not None else None, actors=actors)
     plans = list(plans) if plans is not None else prepare_plans(scenario)
     director = Director(scenario, plans)
     messages: list[Message] = []
@@ -260,7 +242,7 @@ async def run(
         "description": scenario.description,
     }
     async with open_session(
-        actors,
+        built,
         mode="lockstep",
         tick_period=TICK_PERIOD,
         session_id=scenario.name,
@@ -278,7 +260,7 @@ async def run(
         session_id=scenario.name,
         mode="lockstep",
         tick_period=TICK_PERIOD,
-        actors=[a.name for a in actors],
+        actors=[a.name for a in built],
         factory=FACTORY,
         params=params,
         meta=meta,
@@ -306,22 +288,26 @@ def run_scenario(
     record: str | os.PathLike[str] | None = None,
     report: str | os.PathLike[str] | None = None,
     wav: str | os.PathLike[str] | None = None,
+    tools: Sequence[str] = (),
+    actors: Sequence[str] = (),
 ) -> ScenarioResult:
     """Load (if given a path) and run a scenario in lockstep virtual time; write the recording, the HTML
-    report and the session's stereo WAV when asked. Raises :class:`ScenarioError` for a bad scenario."""
+    report and the session's stereo WAV when asked; ``tools``/``actors`` are plugins (see :func:`run`).
+    Raises :class:`ScenarioError` for a bad scenario."""
     path = None
     if not isinstance(scenario, Scenario):
         path = os.fspath(scenario)
         scenario = load_scenario(path)
-    if model is not None and _model_name(model)[0] not in MODELS:
-        raise ScenarioError(f"unknown model; known: {', '.join(sorted(MODELS))}", key="--model", value=model)
+    if model is not None and model not in BACKENDS:
+        raise ScenarioError(f"unknown model; known: {', '.join(BACKENDS.names())}", key="--model", value=model)
     try:
         plans = prepare_plans(scenario)
     except ScenarioError as exc:
         if path is None:
             raise
         raise exc.located(path, None) from None
-    result = run_lockstep(lambda: run(scenario, model=model, record=record, wav=wav, plans=plans, path=path))
+    result = run_lockstep(lambda: run(scenario, model=model, record=record, wav=wav, plans=plans, path=path,
+                                      tools=tools, actors=actors))
     if report is not None:
         from .report import write_report
 
@@ -357,6 +343,8 @@ def run_suite(
     *,
     model: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    tools: Sequence[str] = (),
+    actors: Sequence[str] = (),
 ) -> SuiteResult:
     """Run every scenario under ``directory``; ``progress(done, total, name)`` is called before each one and
     once at the end. A scenario that fails to load is reported in ``errors``; the others still run."""
@@ -367,7 +355,7 @@ def run_suite(
         if progress is not None:
             progress(i, len(files), file.stem)
         try:
-            results.append(run_scenario(file, model=model))
+            results.append(run_scenario(file, model=model, tools=tools, actors=actors))
         except ScenarioError as exc:
             errors.append((os.fspath(file), str(exc)))
     if progress is not None:

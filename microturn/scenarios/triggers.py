@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +72,7 @@ from .format import (
     ScenarioError,
     Silence,
 )
-from .outcome import USER_EVENT_MARKS
+from .references import REFERENCES, USER_STATES, Reference, check_reference, parse_reference
 
 __all__ = [
     "REFERENCES",
@@ -89,83 +89,10 @@ __all__ = [
     "snap",
 ]
 
-REFERENCES = {
-    "start": "the session start (time 0)",
-    "assistant_starts_speaking": "the assistant starts an utterance that is not a backchannel",
-    "assistant_backchannels": "the assistant starts a backchannel",
-    "assistant_stops_speaking": "an assistant utterance ends, completed or interrupted",
-    "tool_called": "the assistant calls a tool",
-    "tool_result": "a tool result arrives",
-    "delegated": "the assistant delegates a task to the background reasoner",
-    "background_result": "a final or failed background result arrives",
-}
-"""The fixed reference names; with them ``dialog:STATE``, ``user:KIND``, ``mark:NAME`` and ``event:ID``."""
-
-USER_STATES = ("speaking", "pausing", "thinking", "yielding", "inviting", "interrupting", "away")
 EPSILON = 1e-6
 """How much later than its cause a zero-delay follow-up starts (seconds)."""
 _SNAP = 1e-9
 _SILENCE_LEVEL = 300  # int16 magnitude under which espeak's lead-in and tail count as silence
-
-
-class Reference(NamedTuple):
-    """A parsed reference: its name (without ``#N``), which occurrence, and for ``event:`` the event id and
-    edge (``end`` or ``start``)."""
-
-    name: str
-    nth: int
-    event_id: str | None = None
-    edge: str = "end"
-
-
-def parse_reference(text: str, nth: int = 1) -> Reference:
-    """Split ``NAME#N`` and ``event:ID[:start]``; no validation (see :func:`check_reference`)."""
-    name, sep, count = text.partition("#")
-    if sep and count.isdigit():
-        nth = int(count)
-    if name.startswith("event:"):
-        rest = name[len("event:") :]
-        if rest.endswith(":start"):
-            return Reference(name, nth, rest[: -len(":start")], "start")
-        return Reference(name, nth, rest, "end")
-    return Reference(name, nth)
-
-
-def check_reference(text: str, *, event_ids: Any = (), marks: Any = (), nth: int = 1) -> str | None:
-    """Why ``text`` is not a valid reference for this scenario (None when it is)."""
-    name, sep, count = text.partition("#")
-    if sep and not (count.isdigit() and int(count) >= 1):
-        return "'#' must be followed by an occurrence number >= 1 (e.g. 'user:turn_end#2')"
-    if sep and nth != 1:
-        return "give the occurrence either as '#N' or as 'nth', not both"
-    occurrence = int(count) if sep else nth
-    if name in REFERENCES:
-        if name == "start" and occurrence != 1:
-            return "the session starts once: the occurrence must be 1"
-        return None
-    if name.startswith("dialog:"):
-        if name[len("dialog:") :] in USER_STATES:
-            return None
-        return f"unknown dialog state; known: {', '.join('dialog:' + s for s in USER_STATES)}"
-    if name.startswith("user:"):
-        if name in USER_EVENT_MARKS:
-            return None
-        return f"unknown user event mark; known: {', '.join(USER_EVENT_MARKS)}"
-    if name.startswith("mark:"):
-        if name in marks:
-            return None
-        known = ", ".join(sorted(marks)) or "none"
-        return f"no timeline 'mark' event publishes this mark (marks in this scenario: {known})"
-    if name.startswith("event:"):
-        ref = parse_reference(text)
-        if ref.event_id not in event_ids:
-            known = ", ".join(sorted(event_ids)) or "none"
-            return f"no timeline event has id {ref.event_id!r} (ids in this scenario: {known})"
-        if occurrence != 1:
-            return "an event happens once: the occurrence must be 1 for event:ID"
-        return None
-    known = ", ".join([*REFERENCES, "dialog:STATE", "user:KIND", "mark:NAME", "event:ID", "event:ID:start"])
-    return f"unknown reference; known: {known}"
 
 
 def snap(t: float, period: float = TICK_PERIOD) -> float:

@@ -17,6 +17,7 @@ runtime: it imports neither ``microturn.runtime`` nor ``microturn.actors`` (DESI
 
 from .arith import calculate_expression, format_number
 from .builtins import (
+    BUILTIN_TOOL_NAMES,
     builtin_tools,
     calculate,
     cancel_timer,
@@ -65,6 +66,7 @@ __all__ = [
     "Fact",
     "KnowledgeBase",
     "make_search_knowledge",
+    "BUILTIN_TOOL_NAMES",
     "builtin_tools",
     "default_registry",
 ]

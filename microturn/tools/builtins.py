@@ -116,6 +116,11 @@ def builtin_tools(
     ]
 
 
+BUILTIN_TOOL_NAMES = frozenset({"session_time", "elapsed_time", "set_timer", "cancel_timer", "calculate", "http_get",
+                                "search_knowledge"})
+"""The names :func:`builtin_tools` registers (a plugin tool may not take one)."""
+
+
 def default_registry(
     *,
     http: HttpPolicy | Iterable[str] | None = None,

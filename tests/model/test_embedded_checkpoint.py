@@ -18,7 +18,8 @@ from microturn.model.local import CheckpointError, LocalBackend, load_checkpoint
 from microturn.model.weights import EMBEDDED_CHECKPOINT
 from microturn.scenarios import format as fmt
 from microturn.scenarios.format import KeepsSpeaking, RespondsWithin, SilentBetween, StopsWithin, load_scenario
-from microturn.scenarios.runner import make_backend, run_scenario
+from microturn.assembly import make_backend
+from microturn.scenarios.runner import run_scenario
 
 LIBRARY = Path(fmt.__file__).parent / "library"
 TURN_TAKING = (RespondsWithin, SilentBetween, StopsWithin, KeepsSpeaking)

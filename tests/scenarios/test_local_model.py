@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from microturn.cli import main  # noqa: E402
 from microturn.model.config import tiny  # noqa: E402
 from microturn.model.local import LocalBackend, save_checkpoint  # noqa: E402
-from microturn.scenarios.runner import make_backend  # noqa: E402
+from microturn.assembly import make_backend  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -370,7 +370,7 @@ def test_an_unknown_model_names_the_known_ones() -> None:
     with pytest.raises(ScenarioError, match=r"model.name = 'nope': unknown model; known: embedded, local, scripted, sglang, sglang-text"):
         run_scenario(bad)
     refused = ScenarioBuilder("t").model("scripted", options={"speed": 2}).say("hi").build()
-    with pytest.raises(ScenarioError, match=r"model.options = \{'speed': 2\}: the scripted model refuses"):
+    with pytest.raises(ScenarioError, match=r"model.name = 'scripted': the scripted model refuses the options \{'speed': 2\}"):
         run_scenario(refused)
 
 

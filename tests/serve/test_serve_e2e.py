@@ -17,7 +17,8 @@ from microturn.cli import main
 from microturn.model.local import LocalBackend, save_checkpoint
 from microturn.model.protocol import ModelSpec
 from microturn.model.sglang import SglangBackend, open_sglang_backend
-from microturn.scenarios.runner import make_backend, run_scenario
+from microturn.assembly import make_backend
+from microturn.scenarios.runner import run_scenario
 from microturn.serve import ModelServer, open_server, serve_in_thread
 
 LIBRARY = Path(microturn.__file__).parent / "scenarios" / "library"
