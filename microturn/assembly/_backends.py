@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from microturn.model.protocol import ModelBackend
 from microturn.runtime import MicroturnError
@@ -126,7 +126,7 @@ def _embedded(options: dict[str, Any]) -> ModelBackend:
     return _local({**options, "checkpoint": EMBEDDED_CHECKPOINT})
 
 
-def _sglang(mode: str) -> BackendFactory:
+def _sglang(mode: Literal["native", "text"]) -> BackendFactory:
     def make(options: dict[str, Any]) -> ModelBackend:
         url = options.pop("url", None)
         if not url:

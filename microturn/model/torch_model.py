@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +38,8 @@ from microturn.kernels import det_exp, matmul, moe_gemv, rms_norm, tree_sum
 
 from . import exact_ops as xo
 from .config import ModelConfig
+from .kv_cache import LayerCache
 from .layout import DMEL, PATCH
-
-if TYPE_CHECKING:
-    from .kv_session import LayerCache
 
 __all__ = ["FlowHead", "HMLPStem", "InteractionModel", "MoE", "ModelOutput", "parameter_count", "rope_tables"]
 
