@@ -268,3 +268,9 @@ def test_the_cli_runs_a_plugin_tool_and_names_a_bad_one(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "--tools no_such_module_xyz: no such module" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_readme_shows_the_example_plugin_as_it_is() -> None:
+    readme = (REPO / "README.md").read_text()
+    example = WEATHER.read_text().split('"""', 2)[2].strip()
+    assert example in readme
