@@ -8,7 +8,7 @@ floor tracker and the mixer all work. The "model" is trivial, so what is measure
 scheduler (settling between events), the turnstile (one actor step at a time, in bus order), the bus and the
 mailboxes. Wall time covers the whole ``run_lockstep`` call: session start, 3000 ticks, orderly close.
 
-The design target (DESIGN.md §3) is that a ten-minute scenario runs in well under a second of overhead.
+The design target (docs/design.md §3) is that a ten-minute scenario runs in well under a second of overhead.
 
     python benchmarks/lockstep.py [--quick] [--ticks 3000] [--repeats 3]
 

@@ -1,7 +1,7 @@
 """The perception actor: closes every 200 ms window into one ``InputChunk``.
 
 Between ticks it collects ``UserAudio``, ``UserText`` and ``UserImage``; at ``Tick(k)`` it publishes
-``InputChunk(tick=k)`` with exactly 4 dMel frames (DESIGN §6), the text that arrived, the 40x40 patches of any
+``InputChunk(tick=k)`` with exactly 4 dMel frames (docs/design.md §6), the text that arrived, the 40x40 patches of any
 images and a speech probability. The choices, in short:
 
 - **Audio is one continuous 16 kHz stream.** Every message is validated, mixed down to mono, resampled with a
@@ -56,7 +56,7 @@ from microturn.runtime import Actor, Overflow, Subscribe
 __all__ = ["PATCH", "PerceptionActor", "patchify"]
 
 PATCH = 40
-"""Side of an image patch in pixels (DESIGN §6)."""
+"""Side of an image patch in pixels (docs/design.md §6)."""
 
 
 class _Rejected(ValueError):

@@ -1,6 +1,6 @@
 """Audio signal processing shared by perception and output.
 
-PCM16 decoding and resampling to 16 kHz, dMel tokens (DESIGN §6), voice-activity detection, WAV files,
+PCM16 decoding and resampling to 16 kHz, dMel tokens (docs/design.md §6), voice-activity detection, WAV files,
 espeak-ng speech synthesis and deterministic test signals. numpy + soxr only; no torch.
 """
 

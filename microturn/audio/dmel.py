@@ -1,4 +1,4 @@
-"""dMel: discretised log-mel audio tokens (DESIGN §6).
+"""dMel: discretised log-mel audio tokens (docs/design.md §6).
 
 16 kHz audio, one frame per 50 ms hop (800 samples), 100 ms periodic Hann window (1600 samples), n_fft 1600,
 no centring. Frame i covers the 100 ms that END at the end of hop i, so there is no look-ahead: the first frame

@@ -2,7 +2,7 @@
 
 One model session = one sglang streaming session (``/open_session`` with ``"streaming": true``); each tick is
 one ``/generate`` that appends that tick's input and decodes K outputs (``session_params {id, rid}``,
-``sampling_params`` as in DESIGN §7); the server appends the previous turn's output itself, so outputs are
+``sampling_params`` as in docs/design.md §7); the server appends the previous turn's output itself, so outputs are
 never resent. ``/close_session`` when the session ends. Works against sglang ≥ 0.5.10 started with
 ``--enable-streaming-session`` and against ``microturn serve`` (the same protocol over the local torch model).
 

@@ -79,7 +79,7 @@ class SessionParams(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class SamplingParams(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The ``sampling_params`` microturn sends (DESIGN §7). ``max_new_tokens`` defaults to 128 as in sglang:
+    """The ``sampling_params`` microturn sends (docs/design.md §7). ``max_new_tokens`` defaults to 128 as in sglang:
     always send it. ``sampling_seed`` seeds sampling when ``temperature > 0``."""
 
     max_new_tokens: int = 128

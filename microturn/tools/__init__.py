@@ -12,7 +12,7 @@ actor (``microturn.actors.ToolRunner``).
 
 The JSON schema comes from the annotations (msgspec), arguments are validated before the call, and a bad
 argument fails the call with a message naming the parameter and the value. This package sits below the
-runtime: it imports neither ``microturn.runtime`` nor ``microturn.actors`` (DESIGN §2).
+runtime: it imports neither ``microturn.runtime`` nor ``microturn.actors`` (docs/design.md §2).
 """
 
 from .arith import calculate_expression, format_number

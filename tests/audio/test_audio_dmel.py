@@ -1,4 +1,4 @@
-"""dMel (DESIGN §6): framing, filterbank, quantisation, and streaming == batch bit for bit."""
+"""dMel (docs/design.md §6): framing, filterbank, quantisation, and streaming == batch bit for bit."""
 
 from __future__ import annotations
 

@@ -193,7 +193,7 @@ def test_the_registry_is_the_only_way_to_a_tool() -> None:
 
 
 def test_the_tools_package_sits_below_the_runtime() -> None:
-    """DESIGN §2: tools may import messages and log, never runtime or actors."""
+    """docs/design.md §2: tools may import messages and log, never runtime or actors."""
     package = Path(microturn.tools.__file__).parent
     for path in package.glob("*.py"):
         tree = ast.parse(path.read_text())
