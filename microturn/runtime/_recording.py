@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from microturn.messages import AnyMessage, Message, MessageDecodeError, Tick, decode, encode
+from microturn.messages import AnyMessage, Message, MessageDecodeError, SessionEnded, Tick, decode, encode
 
 from ._errors import RecordingError, RecordingVersionError
 
@@ -107,6 +107,9 @@ class Damage(msgspec.Struct, frozen=True, kw_only=True):
     def __str__(self) -> str:
         lost = self.lost_messages
         frames = f"{self.frames} frame{'s' if self.frames != 1 else ''}"
+        if self.tail and not self.frames:
+            after = f" after seq {self.after_seq}" if self.after_seq is not None else ""
+            return f"the tail was cut off{after} at byte {self.offset} ({self.reason})"
         if self.tail:
             what = "the tail was cut off" if self.cut else "the tail is damaged"
             after = f" after seq {self.after_seq}" if self.after_seq is not None else ""
@@ -305,14 +308,15 @@ def _decode_header(payload: bytes, path: str) -> Any:
 def _check_header(raw: Any, path: str, layout: int) -> RecordingHeader:
     """Check every header field, naming the field and the value that is wrong."""
 
-    def bad(field: str, problem: str) -> RecordingError:
-        return RecordingError(f"recording {path!r}: header field {field!r} {problem} (value {_short(raw.get(field))})")
+    def bad(field: str, problem: str, value: Any = None) -> RecordingError:
+        shown = _short(raw.get(field) if value is None else value)
+        return RecordingError(f"recording {path!r}: header field {field!r} {problem} (value {shown})")
 
     def name(field: str, value: Any, optional: bool = False) -> None:
         if value is None and optional:
             return
         if not isinstance(value, str):
-            raise bad(field, "must be a string")
+            raise bad(field, "must be a string", value)
         if len(value) > MAX_NAME_CHARS:
             raise RecordingError(f"recording {path!r}: header field {field!r} is {len(value)} characters long, "
                                  f"more than {MAX_NAME_CHARS} (value {_short(value)})")
@@ -437,6 +441,11 @@ def read_recording(path: str | os.PathLike[str]) -> Recording:
                                               tail=loss.tail, cut=False)
     if pending is not None:
         damage.append(pending)
+    if not (damage and damage[-1].tail) and not (messages and type(messages[-1]) is SessionEnded):
+        # every session's last word is SessionEnded: without it the file was cut, here at a frame boundary
+        size = len(data)
+        damage.append(Damage(offset=size, end=size, frames=0, after_seq=last_seq, tail=True, cut=True,
+                             reason="no SessionEnded: the session never closed (a crash, or a cut between frames)"))
     problem = "; ".join(str(d) for d in damage[:3]) + (f"; and {len(damage) - 3} more" if len(damage) > 3 else "")
     return Recording(path=path, header=header, messages=messages, truncated=bool(damage), problem=problem or None,
                      damage=damage)
