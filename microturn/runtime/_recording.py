@@ -422,6 +422,8 @@ def read_recording(path: str | os.PathLike[str]) -> Recording:
                 message = decode(payload)
             except MessageDecodeError as exc:
                 why = f"undecodable message in the frame at byte {offset}: {exc}"
+            except RecursionError:  # msgspec's guard against deep nesting, raised past MessageDecodeError
+                why = f"undecodable message in the frame at byte {offset}: nested too deeply"
             else:
                 why = _check_stamp(message, last_seq)
                 if why is None:

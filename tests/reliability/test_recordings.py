@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microturn.demo import DEMO_LINES, build
-from microturn.messages import OutputChunk, SessionEnded, UserText
+from microturn.messages import OutputChunk, SessionEnded, Stamp, UserText
 from microturn.runtime import (
     FORMAT_VERSION,
     KNOWN_FACTORIES,
@@ -381,3 +381,27 @@ async def _long_id(path):
 
 def test_a_recording_that_ended_normally_ends_with_session_ended():
     assert isinstance(demo_messages()[-1], SessionEnded)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [
+        (None, "UserText without a stamp"),
+        (Stamp(tick=0, seq=1, source="x", time=0.5), "seq 1 after seq 1: out of order"),
+        (Stamp(tick=-1, seq=9, source="x", time=0.5), "tick -1 out of range"),
+        (Stamp(tick=0, seq=9, source="x", time=math.nan), "session time nan out of range"),
+        (Stamp(tick=0, seq=9, source="x", time=-1.0), "session time -1.0 out of range"),
+    ],
+)
+def test_a_frame_with_a_valid_crc_but_an_impossible_stamp_is_one_lost_frame(tmp_path, stamp, reason):
+    from microturn.messages import encode
+
+    good = [UserText(text=str(i), stamp=Stamp(tick=0, seq=i, source="x", time=0.1 * i)) for i in (1, 2)]
+    ended = SessionEnded(reason="finished", ticks=0, stamp=Stamp(tick=0, seq=4, source="session", time=1.0))
+    frames = [encode(good[0]), encode(UserText(text="bad", stamp=stamp)), encode(good[1]), encode(ended)]
+    path = tmp_path / "stamps.mtrec"
+    path.write_bytes(MAGIC + _frame(msgspec.msgpack.encode(HEADER)) + b"".join(_frame(f) for f in frames))
+    rec = read_recording(path)
+    assert [m.stamp.seq for m in rec.messages] == [1, 2, 4]
+    assert len(rec.damage) == 1 and reason in rec.damage[0].reason and rec.damage[0].frames == 1
+    assert (rec.damage[0].after_seq, rec.damage[0].resume_seq) == (1, 2)
