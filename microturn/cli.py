@@ -14,6 +14,8 @@ from microturn.messages import MESSAGE_TYPES, Message, describe
 from microturn.runtime import (
     Actor,
     MicroturnError,
+    Recording,
+    ReplayResult,
     configure_logging,
     load_factory,
     open_session,
@@ -129,17 +131,46 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return metrics_main(args.file)
 
 
+EXIT_DAMAGED = 3
+"""``replay`` and ``show`` exit with this when the recording lost something (after printing what they could)."""
+
+
+def _report_damage(rec: Recording | ReplayResult) -> None:
+    for loss in rec.damage:
+        print(f"warning: {loss}", file=sys.stderr)
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
+    # --factory is the user's own choice of code; a factory the file names is only looked up (resolve_factory)
     factory = load_factory(args.factory) if args.factory else None
-    result = run_lockstep(lambda: replay(args.file, factory=factory))
-    if result.truncated:
-        print(f"warning: {args.file} is cut off ({result.problem}); replaying its intact prefix")
-    if result.ok:
+    rec = read_recording(args.file)
+    result = run_lockstep(lambda: replay(rec, factory=factory))
+    _report_damage(result)
+    if not result.ok:
+        print(f"replay FAILED after {result.compared} identical messages")
+        print(result.divergence)
+        if result.damage:
+            print(f"note: the recording is damaged ({rec.lost_frames} frame(s), {rec.lost_bytes} bytes lost); "
+                  f"a lost input makes everything after it diverge")
+        return 1
+    if not result.damage:
         print(f"replay OK: {result.compared} messages identical")
         return 0
-    print(f"replay FAILED after {result.compared} identical messages")
-    print(result.divergence)
-    return 1
+    if rec.tail_cut_only:
+        loss = result.damage[0]
+        after = f" after seq {loss.after_seq}" if loss.after_seq is not None else ""
+        print(f"replay of the intact prefix OK: {result.compared} messages identical; the tail was lost "
+              f"({loss.lost_bytes} bytes from byte {loss.offset}{after})")
+        if args.allow_truncated:
+            return 0
+        print(f"exit {EXIT_DAMAGED}: the recording is cut off (pass --allow-truncated to accept a cut-off tail)")
+        return EXIT_DAMAGED
+    lost = sum(d.lost_messages or 0 for d in result.damage)
+    tail = " and its tail" if result.damage[-1].tail else ""
+    print(f"replay INCOMPLETE: {result.compared} messages identical, but the recording is damaged: "
+          f"{rec.lost_frames} frame(s) and {rec.lost_bytes} bytes lost in {len(result.damage)} place(s), "
+          f"{lost} message(s){tail} not compared")
+    return EXIT_DAMAGED
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -157,9 +188,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
     h = rec.header
     print(f"recording {rec.path}: session {h.session_id!r}, {h.mode}, tick {h.tick_period * 1000:.0f} ms, "
           f"actors {', '.join(h.actors)}, {len(rec.messages)} messages")
-    _print_timeline(messages[: args.limit] if args.limit else messages)
-    if rec.truncated:
-        print(f"warning: the recording is cut off: {rec.problem}")
+    shown = messages[: args.limit] if args.limit else messages
+    _print_timeline(shown)
+    if rec.damage:
+        _report_damage(rec)
+        lost = sum(d.lost_messages or 0 for d in rec.damage)
+        tail = " and its tail" if rec.damage[-1].tail else ""
+        print(f"error: the recording is damaged: {len(shown)} message(s) shown, {rec.lost_frames} frame(s) and "
+              f"{rec.lost_bytes} bytes lost in {len(rec.damage)} place(s) ({lost} message(s){tail})",
+              file=sys.stderr)
+        return EXIT_DAMAGED
     return 0
 
 
@@ -218,9 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     _plugin_flags(chat)
     chat.set_defaults(fn=_cmd_chat)
 
-    rep = sub.add_parser("replay", help="replay a recording and compare every message; exit 1 on divergence")
+    rep = sub.add_parser("replay", help="replay a recording and compare every message; exit 1 on divergence, "
+                         f"{EXIT_DAMAGED} on a damaged or cut-off recording")
     rep.add_argument("file")
-    rep.add_argument("--factory", metavar="MODULE:FUNCTION", help="build the actors with this instead")
+    rep.add_argument("--factory", metavar="MODULE:FUNCTION",
+                     help="build the actors with this (imports it: a recording names only known factories)")
+    rep.add_argument("--allow-truncated", action="store_true",
+                     help="exit 0 when the only loss is a cut-off tail and the intact prefix replays identically")
     rep.set_defaults(fn=_cmd_replay)
 
     from microturn.scenarios.cli import register as register_run
@@ -239,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("file")
     metrics.set_defaults(fn=_cmd_metrics)
 
-    show = sub.add_parser("show", help="print a recording as a readable timeline")
+    show = sub.add_parser("show", help=f"print a recording as a readable timeline; exit {EXIT_DAMAGED} if it is damaged")
     show.add_argument("file")
     show.add_argument("--actor", action="append", metavar="NAME", help="only messages from this source")
     show.add_argument("--type", action="append", metavar="TYPE", help="only messages of this type")

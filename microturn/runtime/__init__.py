@@ -1,6 +1,8 @@
 """The actor runtime: actors and mailboxes, the bus, supervision, the session clock, sessions, recordings,
 replay and logging. Everything public is re-exported here; the modules behind it are private."""
 
+from microturn.log import capture_logs, configure_logging, get_logger
+
 from ._actor import Actor, RestartPolicy
 from ._bus import Bus
 from ._clock import INPUT_PRIORITY, TICK_PRIORITY, TIMER_PRIORITY, SessionClock
@@ -12,42 +14,45 @@ from ._errors import (
     SessionFailed,
     SubscriptionError,
 )
-from microturn.log import capture_logs, configure_logging, get_logger
 from ._mailbox import Mailbox, Overflow, Subscribe
-from ._recording import FORMAT_VERSION, Recorder, Recording, RecordingHeader, read_recording
-from ._replay import Divergence, ReplayResult, load_factory, replay
+from ._recording import FORMAT_VERSION, Damage, Recorder, Recording, RecordingHeader, read_recording
+from ._replay import KNOWN_FACTORIES, Divergence, ReplayResult, load_factory, register_factory, replay, resolve_factory
 from ._session import Session, open_session, run_lockstep
 
 __all__ = [
-    "Actor",
-    "RestartPolicy",
-    "Bus",
-    "SessionClock",
-    "TICK_PRIORITY",
-    "INPUT_PRIORITY",
-    "TIMER_PRIORITY",
-    "MicroturnError",
-    "SessionFailed",
-    "ClockModeError",
-    "SubscriptionError",
-    "RecordingError",
-    "RecordingVersionError",
-    "configure_logging",
-    "get_logger",
-    "capture_logs",
-    "Mailbox",
-    "Overflow",
-    "Subscribe",
     "FORMAT_VERSION",
+    "INPUT_PRIORITY",
+    "KNOWN_FACTORIES",
+    "TICK_PRIORITY",
+    "TIMER_PRIORITY",
+    "Actor",
+    "Bus",
+    "ClockModeError",
+    "Damage",
+    "Divergence",
+    "Mailbox",
+    "MicroturnError",
+    "Overflow",
     "Recorder",
     "Recording",
+    "RecordingError",
     "RecordingHeader",
-    "read_recording",
-    "Session",
-    "open_session",
-    "run_lockstep",
-    "Divergence",
+    "RecordingVersionError",
     "ReplayResult",
-    "replay",
+    "RestartPolicy",
+    "Session",
+    "SessionClock",
+    "SessionFailed",
+    "Subscribe",
+    "SubscriptionError",
+    "capture_logs",
+    "configure_logging",
+    "get_logger",
     "load_factory",
+    "open_session",
+    "read_recording",
+    "register_factory",
+    "replay",
+    "resolve_factory",
+    "run_lockstep",
 ]
