@@ -142,9 +142,12 @@ def _report_damage(rec: Recording | ReplayResult) -> None:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     # --factory is the user's own choice of code; a factory the file names is only looked up (resolve_factory)
+    from microturn.assembly import allow_plugins
+
     factory = load_factory(args.factory) if args.factory else None
     rec = read_recording(args.file)
-    result = run_lockstep(lambda: replay(rec, factory=factory))
+    with allow_plugins([*args.tools, *args.actor]):  # plugin code runs only when named here, never by the file
+        result = run_lockstep(lambda: replay(rec, factory=factory))
     _report_damage(result)
     if not result.ok:
         print(f"replay FAILED after {result.compared} identical messages")
@@ -263,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="build the actors with this (imports it: a recording names only known factories)")
     rep.add_argument("--allow-truncated", action="store_true",
                      help="exit 0 when the only loss is a cut-off tail and the intact prefix replays identically")
+    rep.add_argument("--tools", action="append", default=[], metavar="MODULE_OR_FILE",
+                     help="allow the session's tool module to be imported again (a recording never imports one)")
+    rep.add_argument("--actor", action="append", default=[], metavar="MODULE:FACTORY",
+                     help="allow the session's actor plugin to be imported again")
     rep.set_defaults(fn=_cmd_replay)
 
     from microturn.scenarios.cli import register as register_run
