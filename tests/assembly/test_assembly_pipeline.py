@@ -260,11 +260,11 @@ def test_run_tools_flag_and_unknown_tool_names(tmp_path: Path) -> None:
 def test_the_cli_runs_a_plugin_tool_and_names_a_bad_one(tmp_path: Path) -> None:
     scenario = _scenario(tmp_path, modules="[]")
     ok = subprocess.run([sys.executable, "-m", "microturn", "run", str(scenario), "--model", "scripted",
-                         "--tools", str(tmp_path / "weather.py")], capture_output=True, text=True, timeout=300)
+                         "--tools", str(tmp_path / "weather.py")], capture_output=True, text=True, timeout=300, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "PASS weather-question" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "microturn", "run", str(scenario), "--model", "scripted",
-                          "--tools", "no_such_module_xyz"], capture_output=True, text=True, timeout=300)
+                          "--tools", "no_such_module_xyz"], capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 2
     assert "--tools no_such_module_xyz: no such module" in bad.stderr
     assert "Traceback" not in bad.stderr
@@ -280,7 +280,7 @@ def test_a_demo_with_a_plugin_replays_only_with_the_plugin_named(tmp_path: Path)
     path = tmp_path / "wx.mtrec"
 
     def cli(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "microturn", *argv], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "microturn", *argv], capture_output=True, text=True, check=False,
                               timeout=300, cwd=tmp_path)
 
     made = cli("demo", "--model", "scripted", "--ticks", "20", "--tools", str(WEATHER), "--record", str(path))
