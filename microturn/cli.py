@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 
+from microturn.extras import check
 from microturn.messages import MESSAGE_TYPES, Message, describe
 from microturn.runtime import (
     MicroturnError,
@@ -51,6 +53,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from microturn.messages import Playout, UserText
     from microturn.scenarios.format import ScenarioError
 
+    if args.pipeline == "live":
+        _require_model_extra("demo", args.model)
     seen: list[Message] = []
     live = args.pipeline == "live"
     try:  # before the session: a model that cannot be made is a usage error, not a session failure
@@ -87,42 +91,70 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chat_actors(screen: Any, backend: Any, tools: Any) -> list[Any]:
+    """The actors of a ``microturn chat`` session: the live loop of ``microturn demo`` — perception, dialog
+    state, the interaction model on ``backend``, the output mixer, the tool runner and the offline planner as
+    background reasoner, both on the ``tools`` registry — with a console on ``screen`` in place of a scripted
+    user. (One function, so the standard pipeline's builder can take its place.)"""
+    from microturn.actors import (
+        BackgroundActor,
+        ClockActor,
+        DialogStateActor,
+        InteractionActor,
+        OfflinePlanner,
+        OutputMixer,
+        PerceptionActor,
+        ToolRunner,
+    )
+    from microturn.console import ConsoleActor
+
+    return [
+        ClockActor(),
+        PerceptionActor(),
+        DialogStateActor(),
+        InteractionActor(backend, tools=tools.names()),
+        OutputMixer(),
+        BackgroundActor(OfflinePlanner(), tools=tools, name="background"),
+        ToolRunner(tools, name="tool_runner"),
+        ConsoleActor(screen),
+    ]
+
+
+def _require_model_extra(command: str, model: str) -> None:
+    """The trained models need torch: say which extra before anything imports it."""
+    if model.partition(":")[0] in ("embedded", "local"):
+        check(f"microturn {command} --model {model}", {"torch": "torch"}, hint="or use --model scripted")
+
+
 def _cmd_chat(args: argparse.Namespace) -> int:
-    from microturn.actors import ClockActor, DialogStateActor, PerceptionActor
-    from microturn.actors.interaction import InteractionActor
-    from microturn.actors.output_mixer import OutputMixer
-    from microturn.console import ConsoleActor, Screen, run_chat
+    from microturn.console import run_chat
     from microturn.scenarios.format import ScenarioError
     from microturn.scenarios.runner import make_backend
+    from microturn.tools import default_registry
 
-    def build(screen: Screen, backend: object) -> list:
-        return [
-            ClockActor(),
-            PerceptionActor(),
-            DialogStateActor(),
-            InteractionActor(backend),  # type: ignore[arg-type]
-            OutputMixer(),
-            ConsoleActor(screen),
-        ]
+    tools = default_registry()
+    tick = args.tick_ms / 1000
+    try:
+        if not args.url:
+            _require_model_extra("chat", args.model)
+            try:
+                local = make_backend(args.model)
+            except ScenarioError as exc:
+                print(f"error: --model {args.model}: {exc.reason}", file=sys.stderr)
+                return 2
+            return trio.run(lambda: run_chat(lambda screen: _chat_actors(screen, local, tools), tick_period=tick))
 
-    if not args.url:
-        try:
-            local = make_backend(args.model)
-        except ScenarioError as exc:
-            print(f"error: --model {args.model}: {exc.reason}", file=sys.stderr)
-            return 2
-        trio.run(lambda: run_chat(lambda screen: build(screen, local), tick_period=args.tick_ms / 1000))
-        return 0
+        async def with_server() -> int:
+            from microturn.model.sglang import open_sglang_backend
 
-    async def with_server() -> None:
-        from microturn.model.sglang import open_sglang_backend
+            mode = "text" if args.text_bridge else "native"
+            async with open_sglang_backend(args.url, mode=mode, deadline=0.75 * tick) as backend:
+                return await run_chat(lambda screen: _chat_actors(screen, backend, tools), tick_period=tick)
 
-        mode = "text" if args.text_bridge else "native"
-        async with open_sglang_backend(args.url, mode=mode, deadline=0.75 * args.tick_ms / 1000) as backend:
-            await run_chat(lambda screen: build(screen, backend), tick_period=args.tick_ms / 1000)
-
-    trio.run(with_server)
-    return 0
+        return trio.run(with_server)
+    except KeyboardInterrupt:  # Ctrl-C before the session runs (the model loading); in it, run_chat handles it
+        print(file=sys.stderr)
+        return 130
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
