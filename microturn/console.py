@@ -47,14 +47,34 @@ EXIT_STATUS = {"quit": 0, "eof": 0, signal.SIGINT: 130, signal.SIGTERM: 143, sig
 """The exit status of ``microturn chat`` by how it ended: ``/quit`` or Ctrl-D, or a signal (128 + its number)."""
 
 
+def _char_cells(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
 def _cells(text: str) -> int:
     """Terminal cells ``text`` takes (wide East Asian characters take two, combining marks none)."""
-    cells = 0
-    for char in text:
-        if unicodedata.combining(char):
-            continue
-        cells += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-    return cells
+    if text.isascii():
+        return len(text)
+    return sum(_char_cells(char) for char in text)
+
+
+def _fit(text: str, cells: int, *, keep: str) -> str:
+    """``text`` cut to at most ``cells`` cells with an ellipsis where it was cut; ``keep`` is the end kept
+    ("start" or "end")."""
+    if _cells(text) <= cells:
+        return text
+    chars = text if keep == "start" else reversed(text)
+    kept: list[str] = []
+    used = 1  # the ellipsis
+    for char in chars:
+        used += _char_cells(char)
+        if used > cells:
+            break
+        kept.append(char)
+    body = "".join(kept) if keep == "start" else "".join(reversed(kept))
+    return body + "…" if keep == "start" else "…" + body
 
 
 class Screen:
@@ -95,18 +115,13 @@ class Screen:
         return max(1, math.ceil(_cells(text) / self._size()[0]))
 
     def _prompt(self) -> str:
-        """The bottom line, cut to one terminal row (the rewrite arithmetic counts on it being one)."""
+        """The bottom line, cut to one terminal row (the rewrite arithmetic counts on it being one): the status
+        gives way first, down to half the row, then the start of what is typed (its end stays in view)."""
+        width = self._size()[0] - 1
         head = f"[{self.status}] > "
-        room = self._size()[0] - 1 - _cells(head)
-        typed = self.typed
-        if _cells(typed) > room:
-            while typed and _cells(typed) > room - 1:
-                typed = typed[1:]
-            typed = "…" + typed
-        line = head + typed
-        while _cells(line) > self._size()[0] - 1:
-            line = line[:-1]
-        return line
+        if _cells(head) > width // 2:
+            head = f"[{_fit(self.status, max(width // 2 - 4, 1), keep='start')}] > "
+        return head + _fit(self.typed, max(width - _cells(head), 1), keep="end")
 
     # --- drawing --------------------------------------------------------------------------------------------
 

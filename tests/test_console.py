@@ -35,7 +35,11 @@ class Tmux:
         env = {**os.environ, "PS1": PROMPT, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         shell = ["bash", "--norc", "--noprofile", "-i"]
         self._tmux("new-session", "-d", "-s", "chat", "-x", "140", "-y", "50", *shell, env=env)
-        self.wait_for(lambda s: PROMPT.rstrip() in s, "the shell prompt")
+        try:
+            self.wait_for(lambda s: PROMPT.rstrip() in s, "the shell prompt")
+        except BaseException:
+            self.close()  # the fixture never gets to its teardown
+            raise
 
     def _tmux(self, *args: str, env: dict | None = None) -> str:
         out = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, env=env,
