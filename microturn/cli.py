@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
+from microturn.extras import check
 from microturn.messages import MESSAGE_TYPES, Message, describe
 from microturn.runtime import (
     Actor,
@@ -60,6 +61,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from microturn.assembly import FACTORY, build_pipeline
     from microturn.messages import Playout, UserText
 
+    if args.pipeline == "live":
+        _require_model_extra("demo", args.model)
     seen: list[Message] = []
     live = args.pipeline == "live"
     spec = demo.live_spec(model=args.model, wav_path=args.wav, tools=args.tools, actors=args.actor)
@@ -104,25 +107,34 @@ def chat_actors(screen: Screen, args: argparse.Namespace, backend: ModelBackend 
     return build_pipeline(spec, backend=backend, extra=[ConsoleActor(screen)], tick_period=args.tick_ms / 1000)
 
 
+def _require_model_extra(command: str, model: str) -> None:
+    """The trained models need torch: say which extra before anything imports it."""
+    if model.partition(":")[0] in ("embedded", "local"):
+        check(f"microturn {command} --model {model}", {"torch": "torch"}, hint="or use --model scripted")
+
+
 def _cmd_chat(args: argparse.Namespace) -> int:
     from microturn.console import run_chat
 
     tick = args.tick_ms / 1000
-    if not args.url:
-        # run_chat builds the actors before the session starts: a model or plugin that cannot be made is a
-        # usage error (main prints it), not a session failure
-        trio.run(lambda: run_chat(lambda screen: chat_actors(screen, args), tick_period=tick))
-        return 0
+    try:
+        if not args.url:
+            _require_model_extra("chat", args.model)
+            # run_chat builds the actors before the session starts: a model or plugin that cannot be made is
+            # a usage error (main prints it), not a session failure
+            return trio.run(lambda: run_chat(lambda screen: chat_actors(screen, args), tick_period=tick))
 
-    async def with_server() -> None:
-        from microturn.model.sglang import open_sglang_backend
+        async def with_server() -> int:
+            from microturn.model.sglang import open_sglang_backend
 
-        mode = "text" if args.text_bridge else "native"
-        async with open_sglang_backend(args.url, mode=mode, deadline=0.75 * tick) as backend:
-            await run_chat(lambda screen: chat_actors(screen, args, backend), tick_period=tick)
+            mode = "text" if args.text_bridge else "native"
+            async with open_sglang_backend(args.url, mode=mode, deadline=0.75 * tick) as backend:
+                return await run_chat(lambda screen: chat_actors(screen, args, backend), tick_period=tick)
 
-    trio.run(with_server)
-    return 0
+        return trio.run(with_server)
+    except KeyboardInterrupt:  # Ctrl-C before the session runs (the model loading); in it, run_chat handles it
+        print(file=sys.stderr)
+        return 130
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:

@@ -91,7 +91,7 @@ def _make_vad(vad: VoiceActivityDetector | str | None) -> VoiceActivityDetector:
     if vad is None or vad == "energy":
         return EnergyVAD()
     if vad == "silero":
-        return SileroVAD()  # raises VADUnavailable ("pip install silero-vad") when it is not installed
+        return SileroVAD()  # raises VADUnavailable (pip install 'microturn[vad]') when it is not installed
     if isinstance(vad, str):
         raise ValueError(f"PerceptionActor(vad=...) must be 'energy', 'silero' or a detector, got {vad!r}")  # noqa: TRY004
     if not isinstance(vad, VoiceActivityDetector):
@@ -292,7 +292,8 @@ class PerceptionActor(Actor):
         try:
             from PIL import Image
         except ImportError:
-            raise _Rejected("format", msg.format, "decoding PNG/JPEG needs Pillow: pip install Pillow") from None
+            raise _Rejected("format", msg.format,
+                            "decoding PNG/JPEG needs the 'images' extra: pip install 'microturn[images]'") from None
         try:
             with Image.open(io.BytesIO(msg.data)) as img:
                 if img.format != msg.format.upper():
