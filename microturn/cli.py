@@ -318,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MicroturnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in any command: the shell's status for it, not a traceback
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
