@@ -8,7 +8,9 @@ pointing at that tree, so both revisions see the same machine load and the same 
 Per benchmark the main figure is ``wall_seconds`` (lower is better); the ratio reported is the median over
 rounds of the paired ratio new / old (so > 1 means the new revision is slower), next to each side's median;
 ``ratio_best`` compares each side's best round, which is what the benchmarks themselves report (best of their
-repeats) and what a loaded machine disturbs least.
+repeats) and what a loaded machine disturbs least; ``cpu_ratio`` is the same paired median of the CPU seconds
+each benchmark process used in all (imports and warm-up included), which preemption by other processes does
+not inflate.
 
     python benchmarks/compare_revs.py [OLD] [NEW] [--rounds 3] [--quick] [--bench lockstep.py --bench suite.py]
 
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -86,12 +90,19 @@ def checkout(rev: str, parent: Path) -> Iterator[Path]:
             _git("worktree", "prune")
 
 
-def run_benchmark(tree: Path, script: str, flags: list[str], python: str) -> float:
-    """Run ``tree/benchmarks/script`` with that tree first on the path; its ``wall_seconds``."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_benchmark(tree: Path, script: str, flags: list[str], python: str) -> tuple[float, float]:
+    """Run ``tree/benchmarks/script`` with that tree first on the path; its ``wall_seconds`` and the CPU
+    seconds the whole process used (imports and warm-up included)."""
     path = tree / "benchmarks" / script
     if not path.exists():
         raise CompareError(f"{path} does not exist in that revision")
     env = dict(os.environ, PYTHONPATH=str(tree))
+    cpu = _children_cpu()
     try:
         out = subprocess.run(
             [python, str(path), *flags], check=False, capture_output=True, text=True, cwd=tree, env=env,
@@ -99,6 +110,7 @@ def run_benchmark(tree: Path, script: str, flags: list[str], python: str) -> flo
         )
     except subprocess.TimeoutExpired:
         raise CompareError(f"{path} ran past {RUN_TIMEOUT_S} s") from None
+    cpu = _children_cpu() - cpu
     if out.returncode != 0:
         raise CompareError(f"{path} exited {out.returncode}: {out.stderr.strip()[-1500:]}")
     lines = out.stdout.strip().splitlines()
@@ -109,7 +121,7 @@ def run_benchmark(tree: Path, script: str, flags: list[str], python: str) -> flo
         raise CompareError(f"{path} did not end with a JSON line naming {FIGURE!r}: {lines[-1:]}") from None
     if not value > 0:
         raise CompareError(f"{path} reported {FIGURE}={value!r}, not a positive time")
-    return value
+    return value, cpu
 
 
 def main() -> None:
@@ -133,6 +145,7 @@ def main() -> None:
     try:
         old, new = resolve(args.old), resolve(args.new)
         times: dict[str, dict[str, list[float]]] = {b: {"old": [], "new": []} for b in benches}
+        cpus: dict[str, dict[str, list[float]]] = {b: {"old": [], "new": []} for b in benches}
         with tempfile.TemporaryDirectory(prefix="compare-revs-") as tmp, ExitStack() as stack:
             trees = {"old": stack.enter_context(checkout(old, Path(tmp)))}
             trees["new"] = stack.enter_context(checkout(new, Path(tmp)))
@@ -140,30 +153,35 @@ def main() -> None:
                 for r in range(args.rounds):
                     # old, new, then new, old: alternating, and neither side always runs right after the other
                     for side in ("old", "new") if r % 2 == 0 else ("new", "old"):
-                        seconds = run_benchmark(trees[side], bench, flags, args.python)
+                        seconds, cpu = run_benchmark(trees[side], bench, flags, args.python)
                         times[bench][side].append(seconds)
-                        print(f"{bench:<14}{side:<5}{seconds:>10.4f} s", file=sys.stderr, flush=True)
+                        cpus[bench][side].append(cpu)
+                        print(f"{bench:<14}{side:<5}{seconds:>10.4f} s  (process cpu {cpu:.2f} s)", file=sys.stderr,
+                              flush=True)
     except CompareError as exc:
         print(f"compare_revs: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
     results = {}
     print(f"{args.old} ({old[:10]}) -> {args.new} ({new[:10]}): {args.rounds} A/B rounds, {cpu_name()}")
-    print(f"{'benchmark':<14}{'old s':>10}{'new s':>10}{'new/old':>9}{'min..max':>13}{'best/best':>11}")
+    print(f"{'benchmark':<14}{'old s':>10}{'new s':>10}{'new/old':>9}{'min..max':>13}{'best/best':>11}{'cpu':>8}")
     for bench in benches:
         olds, news = times[bench]["old"], times[bench]["new"]
         paired = [n / o for n, o in zip(news, olds, strict=True)]
         ratio = statistics.median(paired)
+        cpu_paired = [n / o for n, o in zip(cpus[bench]["new"], cpus[bench]["old"], strict=True) if o > 0]
         results[bench] = {
             "old_s": round(statistics.median(olds), 4),
             "new_s": round(statistics.median(news), 4),
             "ratio": round(ratio, 3),
             "ratio_best": round(min(news) / min(olds), 3),
+            "cpu_ratio": round(statistics.median(cpu_paired), 3) if cpu_paired else None,
             "ratio_min": round(min(paired), 3),
             "ratio_max": round(max(paired), 3),
         }
         print(f"{bench:<14}{results[bench]['old_s']:>10.4f}{results[bench]['new_s']:>10.4f}{ratio:>9.3f}"
-              f"{f'{min(paired):.2f}..{max(paired):.2f}':>13}{results[bench]['ratio_best']:>11.3f}")
+              f"{f'{min(paired):.2f}..{max(paired):.2f}':>13}{results[bench]['ratio_best']:>11.3f}"
+              f"{results[bench]['cpu_ratio'] or math.nan:>8.3f}")
     max_ratio = max(r["ratio"] for r in results.values())
     emit(
         {
