@@ -97,6 +97,7 @@ class Stage(Actor):
     """Actor ``index + 1`` of the chain: takes ``HOPS[index]``, publishes the next hop with the same text."""
 
     def __init__(self, index: int) -> None:
+        # Per instance, not per class: the five stages share one class but each takes a different hop.
         self.subscriptions = (Subscribe(HOPS[index], Overflow.BLOCK, maxlen=256),)
         super().__init__(f"stage{index + 1}")
         self.next = HOPS[index + 1]
