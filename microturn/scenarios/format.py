@@ -9,6 +9,10 @@ scenario is checked the same way however it was written.
 Every problem raises :class:`ScenarioError`, which names the file, the line (when it can be found), the key
 (e.g. ``timeline[2].after``) and the offending value.
 
+Everything is bounded (see ``MAX_*`` below): the file's size, how deeply it nests (checked on the raw text, before
+the parser could recurse), string and list lengths, and every time, delay, latency and budget (finite, at most
+:data:`MAX_SECONDS`); regular expressions that can backtrack catastrophically are refused (:func:`pattern_problem`).
+
 A complete example (every key is documented on the Struct that holds it)::
 
     name = "barge-in-early"
