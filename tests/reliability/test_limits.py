@@ -235,7 +235,7 @@ def test_memory_is_returned_after_the_sessions_close(tmp_path):
             for sid in sids:
                 assert c.post("/close_session", json={"session_id": sid}).status_code == 200
             after = server.rss_bytes()
-        assert peak - before > 50 << 20, (before, peak)  # the sessions did hold memory
+        assert peak - before > 25 << 20, (before, peak)  # the sessions did hold memory (~0.19 MB each)
         assert after - before < (peak - before) / 5, (before, peak, after)
     finally:
         assert server.stop() == 0
