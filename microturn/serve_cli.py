@@ -1,6 +1,7 @@
 """``microturn serve`` and ``microturn sglang-up``: a model server for the sglang backend, local or sglang's own.
 
-    microturn serve [--host 127.0.0.1] [--port 30000] [--checkpoint PATH]
+    microturn serve [--host 127.0.0.1] [--port 30000] [--checkpoint PATH] [--max-body-bytes N]
+                    [--max-sessions N] [--max-memory-bytes N] [--idle-timeout S] [--max-idle-timeout S]
     microturn sglang-up MODEL_PATH [--port 30000] [-- EXTRA SGLANG ARGS]
 
 ``serve`` runs the local torch model behind sglang's streaming-session protocol (:mod:`microturn.serve`);
@@ -36,7 +37,7 @@ class SglangUnavailable(RuntimeError):
 
 def register(subparsers: Any) -> None:
     """Add ``serve`` and ``sglang-up`` to a ``microturn`` argument parser's subparsers."""
-    from microturn.serve import DEFAULT_PORT
+    from microturn.serve import DEFAULT_PORT, ServeLimits
 
     serve = subparsers.add_parser(
         "serve",
@@ -54,6 +55,20 @@ def register(subparsers: Any) -> None:
                        help="serve an UNTRAINED model of this preset instead (tests and benchmarks: outputs are noise)")
     serve.add_argument("--workers", type=int, default=1, help="model steps run at once (threads; default 1)")
     serve.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    d = ServeLimits()
+    serve.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                       help=f"largest request body accepted; larger ones get HTTP 413 (default {d.max_body_bytes})")
+    serve.add_argument("--max-sessions", type=int, default=d.max_sessions,
+                       help=f"open sessions at most; beyond, HTTP 503 with Retry-After (default {d.max_sessions})")
+    serve.add_argument("--max-memory-bytes", type=int, default=d.max_memory_bytes,
+                       help=f"cache bytes the open sessions may hold before new ones get HTTP 503 "
+                       f"(default {d.max_memory_bytes})")
+    serve.add_argument("--idle-timeout", type=float, default=d.idle_timeout,
+                       help=f"seconds idle before a session opened without a timeout is freed (default "
+                       f"{d.idle_timeout:g})")
+    serve.add_argument("--max-idle-timeout", type=float, default=d.max_idle_timeout,
+                       help=f"the longest idle timeout a client may ask; longer ones are clamped to it (default "
+                       f"{d.max_idle_timeout:g})")
     serve.set_defaults(fn=serve_command)
 
     up = subparsers.add_parser(
@@ -76,14 +91,18 @@ def serve_command(args: argparse.Namespace) -> int:
     :class:`~microturn.extras.MissingExtra` when the torch or serve extra is missing."""
     check("microturn serve", {"torch": "torch", "starlette": "serve", "hypercorn": "serve"})
     from microturn.model.local import CheckpointError
-    from microturn.serve import serve
+    from microturn.serve import ServeLimits, serve
 
     def ready(url: str) -> None:
         print(f"microturn serve: listening on {url}", flush=True)
 
     try:
+        limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_sessions=args.max_sessions,
+                             max_memory_bytes=args.max_memory_bytes, idle_timeout=args.idle_timeout,
+                             max_idle_timeout=args.max_idle_timeout)
         serve(args.checkpoint, host=args.host, port=args.port, config=args.untrained or "embedded",
-              untrained=args.untrained is not None, workers=args.workers, threads=args.threads, on_ready=ready)
+              untrained=args.untrained is not None, workers=args.workers, threads=args.threads, limits=limits,
+              on_ready=ready)
     except (CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

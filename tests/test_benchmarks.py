@@ -23,6 +23,8 @@ FIGURES = {
     "model_step.py": ["step_p99_ms", "history_growth_ratio", "speedup_vs_reprefill"],
     "model_quality.py": ["response_latency_s", "stop_latency_s", "takeover_pause", "control_agreement", "oracle"],
     "serve.py": ["http_overhead_ms_p50", "http_overhead_ms_p99", "sessions_p99_under_100ms"],
+    "serve_load.py": ["server_exits", "crossed_or_lost_turns", "request_ms_p50", "request_ms_p99", "rss_mb_before",
+                      "rss_mb_after"],
     "sglang_session.py": ["tick_latency_ms_p99", "cached_growth_per_tick", "cached_equals_previous_total"],
 }
 

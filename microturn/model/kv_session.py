@@ -17,6 +17,7 @@ only predict the next TICK), which saves one forward per tick and leaves the seq
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,10 @@ class SessionSnapshot:
     decoder: tuple
     rng: torch.Tensor
     ticks: int
+
+
+GREEDY_BELOW = 1e-6
+"""Temperatures below this sample greedily (sglang's ``_SAMPLING_EPS``): dividing by less overflows."""
 
 
 FLOW_FRAMES = 4
@@ -151,10 +156,17 @@ class KVSession:
 
     def _pick(self, logits: torch.Tensor) -> int:
         masked = logits.float() + self.output_mask
-        if self.temperature == 0.0:
+        # Below GREEDY_BELOW the scaled logits would overflow float32 (inf - inf = nan): greedy, as sglang does.
+        if self.temperature < GREEDY_BELOW:
             return int(torch.argmax(masked))
+        if not math.isfinite(self.temperature):
+            raise SessionError(f"temperature: expected a finite number, got {self.temperature!r}")
         z = masked / self.temperature
         p = det_exp(z - z.max())
+        total = float(p.sum())
+        if not (math.isfinite(total) and total > 0) or not bool(torch.isfinite(p).all()):
+            raise SessionError(f"temperature: sampling at {self.temperature!r} gave no valid probabilities "
+                               "(the logits are not finite)")
         return int(torch.multinomial(p.cpu(), 1, generator=self.generator))
 
     def step_tokens(self, step_input: StepInput) -> list[int]:
@@ -162,11 +174,12 @@ class KVSession:
         return self.step_encoded(self.encoder.encode(step_input))
 
     def step_encoded(self, enc: EncodedTick, max_new_tokens: int | None = None,
-                     on_token: Callable[[int], None] | None = None) -> list[int]:
+                     on_token: Callable[[int], None] | None = None, *, stop_at_end: bool = True) -> list[int]:
         """Append an already encoded tick (a :class:`TickEncoder` chunk, without the carried token: it is
         prepended here) and decode up to ``max_new_tokens`` (default K) outputs, ending early at END: the
         server side of a step, whose client owns the encoder. ``on_token(token)`` is called after each
-        decoded token; an exception from it ends the turn half-way (undo it with :meth:`rollback`)."""
+        decoded token; an exception from it ends the turn half-way (undo it with :meth:`rollback`).
+        ``stop_at_end=False`` decodes exactly ``max_new_tokens`` (sglang's ``ignore_eos``)."""
         limit = self.cfg.outputs_per_tick if max_new_tokens is None else max_new_tokens
         if limit < 1:
             raise SessionError(f"max_new_tokens: expected ≥ 1, got {limit}")
@@ -179,7 +192,7 @@ class KVSession:
             out.append(token)
             if on_token is not None:
                 on_token(token)
-            if token == END or len(out) == limit:
+            if (token == END and stop_at_end) or len(out) == limit:
                 break
             logits = self.append(EncodedTick([token]))[-1]
         self.carry = out[-1]

@@ -20,6 +20,14 @@ Rules this client keeps:
   tick budget (realtime) or ``retries`` times (lockstep).
 * **HTTP 400** (``{"error": {"message": ...}}``) is a protocol error: :class:`SglangError` (a ModelError)
   naming the endpoint and the server's message.
+* **A server that lost the session** (it restarted, or reaped the session) answers a turn with "no open
+  session": the client opens a new session, logs ``sglang_session_reopened``, and resends the whole context
+  it built so far (every turn's input and the outputs the server gave, which is exactly the sequence the old
+  session held) in front of the turn, which then completes as if nothing happened (bit for bit at temperature
+  0; sampled turns restart their generator from the seed). The context kept for that is bounded
+  (:data:`MAX_RESEND` positions); a session past it, or a server that will not open a new session, ends with
+  :class:`ModelServerLost`, which says the model server went away. A text-mode session resends its text
+  (re-tokenized by the server: close, not necessarily bit for bit).
 
 Two input modes:
 
@@ -73,6 +81,8 @@ from .sglang_wire import (
 )
 
 __all__ = [
+    "MAX_RESEND",
+    "ModelServerLost",
     "SglangBackend",
     "SglangError",
     "SglangSession",
@@ -90,6 +100,23 @@ log = get_logger("microturn.model.sglang")
 class SglangError(ModelError):
     """The server refused a request (HTTP 4xx) or could not be reached; the message names the endpoint and
     the server's own words."""
+
+
+class ModelServerLost(SglangError):
+    """The model server went away: it lost the session (restarted) and the session could not be rebuilt on a
+    new one, or it could not be reached for ``max_failures`` turns in a row."""
+
+
+class _SessionLost(SglangError):
+    """A /generate answered that the server has no such session (it restarted, or reaped it)."""
+
+
+MAX_RESEND = 60000
+"""The most positions a session keeps to resend when its server lost it (microturn serve accepts 65536 in one
+turn); past that it can no longer be rebuilt, and losing it ends it with :class:`ModelServerLost`."""
+
+_LOST = re.compile(r"no open session|session[ _]?(id)?\b.{0,80}\b(does not exist|not found|unknown)|"
+                   r"invalid session", re.IGNORECASE)
 
 
 # --- merging ---------------------------------------------------------------------------------------------------
@@ -278,11 +305,16 @@ class _Turn:
     encoder_state: Any
     body: GenerateRequest
     started: float
+    encoded: Any = None
+    """The turn's own input: its :class:`~microturn.model.layout.EncodedTick` (native mode) or its text (text
+    mode), kept to resend the context if the server loses the session."""
     done: trio.Event = field(default_factory=trio.Event)
     response: GenerateResponse | None = None
     failed: str | None = None
     """Why the turn failed (the server rolled it back): its input is resent."""
     fatal: BaseException | None = None
+    unreachable: bool = False
+    """The turn failed because the server could not be reached at all."""
 
 
 @dataclass
@@ -328,6 +360,13 @@ class SglangSession:
         self.backoffs: list[float] = []
         """The backoff delays slept before retries, in order."""
         self._failures_in_a_row = 0
+        self._unreachable_in_a_row = 0
+        self.reopened = 0
+        """Times the server lost this session and it was rebuilt on a new one."""
+        self.context: list[tuple[Any, list[int], str]] | None = []
+        """What the server's session holds, turn by turn: (the turn's encoded input or text, its output ids,
+        its output text); None once longer than :data:`MAX_RESEND` (it can no longer be resent)."""
+        self._context_positions = 0
 
     # --- stepping ------------------------------------------------------------------------------------------
 
@@ -365,12 +404,15 @@ class SglangSession:
         step_input, self.pending = self.pending, None
         assert step_input is not None and self.inflight is None
         sp = self.spec
-        sampling = SamplingParams(max_new_tokens=self.k, temperature=float(sp.temperature), ignore_eos=True,
-                                  no_stop_trim=True, skip_special_tokens=False,
+        # A microturn model ends its tick at END (its EOS), and the layout needs that: native mode lets the
+        # server stop there. A text model's EOS would end every tick's output early: text mode ignores it.
+        sampling = SamplingParams(max_new_tokens=self.k, temperature=float(sp.temperature),
+                                  ignore_eos=self.mode == "text", no_stop_trim=True, skip_special_tokens=False,
                                   sampling_seed=sp.seed if sp.temperature > 0 else None)
         rid = uuid.uuid4().hex
         params = SessionParams(id=self.id, rid=self.rid)
         state = None
+        enc = None
         if self.mode == "native":
             state = self.encoder.state()
             enc = self.encoder.encode(step_input)
@@ -381,16 +423,19 @@ class SglangSession:
             body = GenerateRequest(input_ids=enc.tokens, sampling_params=sampling, session_params=params, rid=rid,
                                    media=media)
         else:
-            body = GenerateRequest(text=self.bridge.render(step_input), sampling_params=sampling,
-                                   session_params=params, rid=rid)
-        self.inflight = _Turn(step_input, state, body, time.perf_counter())
+            enc = self.bridge.render(step_input)  # text mode: the rendered text is what the context keeps
+            body = GenerateRequest(text=enc, sampling_params=sampling, session_params=params, rid=rid)
+        self.inflight = _Turn(step_input, state, body, time.perf_counter(), encoded=enc)
         return self.inflight
 
     async def _run(self, turn: _Turn, deadline: float) -> None:
         """POST the turn (retrying connection errors with backoff until ``deadline``); record how it ended.
         Never raises: the outcome is read by :meth:`_collect`."""
         try:
-            turn.response = await self.backend._post_generate(self, turn.body, deadline)
+            try:
+                turn.response = await self.backend._post_generate(self, turn.body, deadline)
+            except _SessionLost as lost:
+                turn.response = await self._rebuild(turn, deadline, lost)
             reason = turn.response.meta_info.finish_reason
             if reason is not None and reason.type == "abort":
                 turn.failed = f"aborted: {reason.message or 'no message'}"
@@ -398,10 +443,70 @@ class SglangSession:
             turn.fatal = exc
         except _TurnFailed as exc:
             turn.failed = str(exc)
+            turn.unreachable = exc.unreachable
         except Exception as exc:  # noqa: BLE001 - anything else fails the session loudly
             turn.fatal = exc
         finally:
             turn.done.set()
+
+    async def _rebuild(self, turn: _Turn, deadline: float, lost: _SessionLost) -> GenerateResponse:
+        """The server lost this session: open a new one and send it the whole context in front of ``turn``'s
+        input (the sequence the old session held), so the turn completes as if nothing happened."""
+        if self.context is None:
+            raise ModelServerLost(f"the model server at {self.backend.url} lost session {self.id!r} ({lost}); "
+                                  f"its context (over {MAX_RESEND} positions) is too long to resend")
+        old = self.id
+        try:
+            new = await self.backend._open_id()
+        except SglangError as exc:
+            raise ModelServerLost(f"the model server at {self.backend.url} lost session {old!r} ({lost}) and "
+                                  f"refused a new one: {exc}") from None
+        body = turn.body
+        params = SessionParams(id=new, rid=None)
+        if self.mode == "native":
+            tokens: list[int] = []
+            dmel: list[bytes] = []
+            patches: list[bytes] = []
+            for enc, out_ids, _ in [*self.context, (turn.encoded, [], "")]:
+                tokens += enc.tokens + out_ids
+                dmel += enc.dmel
+                patches += enc.patches
+            media = None
+            if dmel or patches:
+                media = Media(dmel=base64.b64encode(b"".join(dmel)).decode("ascii"),
+                              patches=base64.b64encode(b"".join(patches)).decode("ascii"))
+            resend = GenerateRequest(input_ids=tokens, sampling_params=body.sampling_params, session_params=params,
+                                     rid=body.rid, media=media)
+            positions = len(tokens)
+        else:
+            text = "".join(sent + out_text for sent, _, out_text in self.context) + (turn.encoded or "")
+            resend = GenerateRequest(text=text, sampling_params=body.sampling_params, session_params=params,
+                                     rid=body.rid)
+            positions = len(text.encode("utf-8"))
+        self.id = new
+        self.rid = None
+        self.reopened += 1
+        log.warning("sglang_session_reopened", old_session=old, session=new, url=self.backend.url,
+                    reason=str(lost), resent_turns=len(self.context), resent_positions=positions)
+        turn.body = resend
+        try:
+            return await self.backend._post_generate(self, resend, deadline)
+        except _SessionLost as again:
+            raise ModelServerLost(f"the model server at {self.backend.url} lost session {old!r} and then the new "
+                                  f"session {new!r} too ({again})") from None
+
+    def _remember(self, turn: _Turn, response: GenerateResponse) -> None:
+        """Keep what the server's session now holds (to rebuild it if the server loses it), within bounds."""
+        if self.context is None:
+            return
+        sent: Any = turn.encoded  # the turn's own input, even when its body carried the whole context again
+        size = (len(sent.tokens) if self.mode == "native" else len(sent.encode("utf-8"))) + len(response.output_ids)
+        self._context_positions += size
+        if self._context_positions > MAX_RESEND:
+            self.context = None
+            log.info("sglang_context_too_long_to_resend", session=self.id, positions=self._context_positions)
+            return
+        self.context.append((sent, list(response.output_ids), response.text))
 
     def _collect(self) -> None:
         turn = self.inflight
@@ -416,6 +521,7 @@ class SglangSession:
             # The server rolled the turn back: put the encoder back and resend that input with the next one.
             self.failed += 1
             self._failures_in_a_row += 1
+            self._unreachable_in_a_row = self._unreachable_in_a_row + 1 if turn.unreachable else 0
             if turn.encoder_state is not None:
                 self.encoder.load(turn.encoder_state)
             if self.mode == "text" and not self.turns:
@@ -423,12 +529,18 @@ class SglangSession:
             self.pending = merge_inputs(turn.input, self.pending) if self.pending is not None else turn.input
             log.warning("sglang_turn_failed", session=self.id, reason=turn.failed, resend=True)
             if self._failures_in_a_row > self.backend.max_failures:
+                if self._unreachable_in_a_row == self._failures_in_a_row:
+                    raise ModelServerLost(f"the model server at {self.backend.url} went away: it could not be "
+                                          f"reached for {self._failures_in_a_row} turns in a row "
+                                          f"(last: {turn.failed})")
                 raise SglangError(f"sglang session {self.id!r}: {self._failures_in_a_row} turns in a row failed "
                                   f"(last: {turn.failed})")
             return
         self._failures_in_a_row = 0
+        self._unreachable_in_a_row = 0
         response = turn.response
         assert response is not None
+        self._remember(turn, response)
         meta = response.meta_info
         self.rid = meta.id
         self.turns.append(TurnStats(turn.input.chunk.tick, time.perf_counter() - turn.started, meta.prompt_tokens,
@@ -459,7 +571,12 @@ class SglangSession:
 
 
 class _TurnFailed(Exception):
-    """The turn did not complete (server error, transport error, retries exhausted): resend its input."""
+    """The turn did not complete (server error, transport error, retries exhausted): resend its input.
+    ``unreachable``: the server could not be reached at all."""
+
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 # --- the backend -----------------------------------------------------------------------------------------------
@@ -554,6 +671,18 @@ class SglangBackend:
         """Open a streaming session on the server."""
         info = await self.model_info()
         k = int(info.get("outputs_per_tick") or spec.outputs_per_tick)
+        session_id = await self._open_id()
+        if self.max_input_tokens is None:  # the encoder must cut ticks exactly as the model was trained
+            self.max_input_tokens = int(info.get("max_input_tokens") or ModelConfig().max_input_tokens)
+        session = SglangSession(self, session_id, spec, k)
+        self.sessions.append(session)
+        self._open += 1
+        log.info("sglang_session_opened", session=session_id, url=self.url, mode=self.mode, k=k,
+                 realtime=session.realtime)
+        return session
+
+    async def _open_id(self) -> str:
+        """POST /open_session; the new session's id."""
         body = OpenSessionRequest(capacity_of_str_len=1 << 20, streaming=True, timeout=self.session_timeout)
         response = await self._post("/open_session", body, self.request_timeout)
         if response.status_code != 200:
@@ -564,14 +693,7 @@ class SglangBackend:
             session_id = None
         if not isinstance(session_id, str):
             raise SglangError(f"/open_session: expected the session id as a JSON string, got {response.text[:100]!r}")
-        if self.max_input_tokens is None:  # the encoder must cut ticks exactly as the model was trained
-            self.max_input_tokens = int(info.get("max_input_tokens") or ModelConfig().max_input_tokens)
-        session = SglangSession(self, session_id, spec, k)
-        self.sessions.append(session)
-        self._open += 1
-        log.info("sglang_session_opened", session=session_id, url=self.url, mode=self.mode, k=k,
-                 realtime=session.realtime)
-        return session
+        return session_id
 
     async def _post_generate(self, session: SglangSession, body: GenerateRequest, deadline: float) -> GenerateResponse:
         """One /generate, retrying connection errors with backoff (until ``deadline``, or ``retries`` times when
@@ -597,7 +719,7 @@ class SglangBackend:
             out_of_time = now + delay > deadline if math.isfinite(deadline) else attempt > self.retries
             if out_of_time:
                 raise _TurnFailed(f"/generate: cannot reach {self.url} after {attempt} attempts "
-                                  f"({type(last).__name__}: {last})")
+                                  f"({type(last).__name__}: {last})", unreachable=True)
             session.retries += 1
             session.backoffs.append(delay)
             if math.isfinite(deadline):
@@ -606,8 +728,9 @@ class SglangBackend:
                 await trio.to_thread.run_sync(time.sleep, delay)
             delay = min(delay * 2, 1.0)
         if 400 <= response.status_code < 500:
-            raise SglangError(f"/generate: the server refused the request (HTTP {response.status_code}): "
-                              f"{_error_message(response)}")
+            message = _error_message(response)
+            kind = _SessionLost if response.status_code in (400, 404) and _LOST.search(message) else SglangError
+            raise kind(f"/generate: the server refused the request (HTTP {response.status_code}): {message}")
         if response.status_code != 200:
             raise _TurnFailed(f"/generate: HTTP {response.status_code}: {_error_message(response)}")
         try:

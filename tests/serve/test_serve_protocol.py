@@ -24,7 +24,7 @@ from microturn.model.protocol import ModelSpec
 
 def _body(sid, enc, *, k=8, **extra):
     body = {"input_ids": enc.tokens, "session_params": {"id": sid, "rid": None},
-            "sampling_params": {"max_new_tokens": k, "temperature": 0, "ignore_eos": True, "no_stop_trim": True,
+            "sampling_params": {"max_new_tokens": k, "temperature": 0, "ignore_eos": False, "no_stop_trim": True,
                                 "skip_special_tokens": False}}
     if enc.dmel or enc.patches:
         body["media"] = {"dmel": base64.b64encode(b"".join(enc.dmel)).decode(),

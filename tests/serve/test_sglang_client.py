@@ -130,7 +130,7 @@ async def test_a_late_reply_yields_silence_merges_the_next_inputs_and_never_two_
     assert merged["input_ids"].count(TICK) == 1  # one tick's header: the inputs were merged, not stacked
     assert b"bravo charlie" in user_bytes(merged)
     assert merged["session_params"] == {"id": "sid-1", "rid": "r0"}
-    assert merged["sampling_params"] == {"max_new_tokens": 4, "temperature": 0.0, "ignore_eos": True,
+    assert merged["sampling_params"] == {"max_new_tokens": 4, "temperature": 0.0,
                                          "no_stop_trim": True, "skip_special_tokens": False}
     assert third.text == "w0 w1"  # the late reply is delivered with the next one
     assert double.closed == ["sid-1"]
