@@ -34,14 +34,15 @@ def __getattr__(name: str) -> Any:
     # Everything is imported only when it is asked for: the format pulls in the assembly and the actors (numpy,
     # soxr), and the pytest plugin (``microturn.scenarios.pytest_plugin``, loaded by every pytest run where
     # microturn is installed) must not make each pytest start pay for that.
+    module: Any
     if name in _FORMAT:
         from . import format as module
     elif name in _OUTCOME:
-        from . import outcome as module
+        from . import outcome as module  # type: ignore[no-redef]
     elif name in _RUNNER:
-        from . import runner as module
+        from . import runner as module  # type: ignore[no-redef]
     elif name == "ScenarioBuilder":
-        from . import builder as module
+        from . import builder as module  # type: ignore[no-redef]
     else:
         raise AttributeError(f"module 'microturn.scenarios' has no attribute {name!r}")
     return getattr(module, name)
