@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
+from microturn.extras import check
 from microturn.messages import MESSAGE_TYPES, Message, describe
 from microturn.runtime import (
     Actor,
@@ -60,6 +61,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from microturn.assembly import FACTORY, build_pipeline
     from microturn.messages import Playout, UserText
 
+    if args.pipeline == "live":
+        _require_model_extra("demo", args.model)
     seen: list[Message] = []
     live = args.pipeline == "live"
     spec = demo.live_spec(model=args.model, wav_path=args.wav, tools=args.tools, actors=args.actor)
@@ -104,25 +107,34 @@ def chat_actors(screen: Screen, args: argparse.Namespace, backend: ModelBackend 
     return build_pipeline(spec, backend=backend, extra=[ConsoleActor(screen)], tick_period=args.tick_ms / 1000)
 
 
+def _require_model_extra(command: str, model: str) -> None:
+    """The trained models need torch: say which extra before anything imports it."""
+    if model.partition(":")[0] in ("embedded", "local"):
+        check(f"microturn {command} --model {model}", {"torch": "torch"}, hint="or use --model scripted")
+
+
 def _cmd_chat(args: argparse.Namespace) -> int:
     from microturn.console import run_chat
 
     tick = args.tick_ms / 1000
-    if not args.url:
-        # run_chat builds the actors before the session starts: a model or plugin that cannot be made is a
-        # usage error (main prints it), not a session failure
-        trio.run(lambda: run_chat(lambda screen: chat_actors(screen, args), tick_period=tick))
-        return 0
+    try:
+        if not args.url:
+            _require_model_extra("chat", args.model)
+            # run_chat builds the actors before the session starts: a model or plugin that cannot be made is
+            # a usage error (main prints it), not a session failure
+            return trio.run(lambda: run_chat(lambda screen: chat_actors(screen, args), tick_period=tick))
 
-    async def with_server() -> None:
-        from microturn.model.sglang import open_sglang_backend
+        async def with_server() -> int:
+            from microturn.model.sglang import open_sglang_backend
 
-        mode = "text" if args.text_bridge else "native"
-        async with open_sglang_backend(args.url, mode=mode, deadline=0.75 * tick) as backend:
-            await run_chat(lambda screen: chat_actors(screen, args, backend), tick_period=tick)
+            mode = "text" if args.text_bridge else "native"
+            async with open_sglang_backend(args.url, mode=mode, deadline=0.75 * tick) as backend:
+                return await run_chat(lambda screen: chat_actors(screen, args, backend), tick_period=tick)
 
-    trio.run(with_server)
-    return 0
+        return trio.run(with_server)
+    except KeyboardInterrupt:  # Ctrl-C before the session runs (the model loading); in it, run_chat handles it
+        print(file=sys.stderr)
+        return 130
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
@@ -142,9 +154,12 @@ def _report_damage(rec: Recording | ReplayResult) -> None:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     # --factory is the user's own choice of code; a factory the file names is only looked up (resolve_factory)
+    from microturn.assembly import allow_plugins
+
     factory = load_factory(args.factory) if args.factory else None
     rec = read_recording(args.file)
-    result = run_lockstep(lambda: replay(rec, factory=factory))
+    with allow_plugins([*args.tools, *args.actor]):  # plugin code runs only when named here, never by the file
+        result = run_lockstep(lambda: replay(rec, factory=factory))
     _report_damage(result)
     if not result.ok:
         print(f"replay FAILED after {result.compared} identical messages")
@@ -263,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="build the actors with this (imports it: a recording names only known factories)")
     rep.add_argument("--allow-truncated", action="store_true",
                      help="exit 0 when the only loss is a cut-off tail and the intact prefix replays identically")
+    rep.add_argument("--tools", action="append", default=[], metavar="MODULE_OR_FILE",
+                     help="allow the session's tool module to be imported again (a recording never imports one)")
+    rep.add_argument("--actor", action="append", default=[], metavar="MODULE:FACTORY",
+                     help="allow the session's actor plugin to be imported again")
     rep.set_defaults(fn=_cmd_replay)
 
     from microturn.scenarios.cli import register as register_run
@@ -299,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MicroturnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in any command: the shell's status for it, not a traceback
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from typing import IO, Any, Protocol
 
 import structlog
 
+from microturn.redaction import redact_event
+
 __all__ = ["configure_logging", "get_logger", "capture_logs", "add_session_fields", "SESSION_PROCESSORS"]
 
 
@@ -55,6 +57,7 @@ SESSION_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
     add_session_fields,
+    redact_event,  # last: whatever the fields above hold, a registered secret does not get out
 ]
 """The processors every microturn log event goes through before it is rendered."""
 

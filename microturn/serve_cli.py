@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from microturn.extras import check
+
 __all__ = ["SglangUnavailable", "check_sglang", "launch_and_wait", "register", "sglang_command"]
 
 
@@ -70,13 +72,9 @@ def register(subparsers: Any) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    """Carry out ``microturn serve``: load the model, print the URL, serve until Ctrl-C."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("error: microturn serve runs the local model and needs torch: pip install 'microturn[torch,serve]'",
-              file=sys.stderr)
-        return 2
+    """Carry out ``microturn serve``: load the model, print the URL, serve until Ctrl-C. Raises
+    :class:`~microturn.extras.MissingExtra` when the torch or serve extra is missing."""
+    check("microturn serve", {"torch": "torch", "starlette": "serve", "hypercorn": "serve"})
     from microturn.model.local import CheckpointError
     from microturn.serve import serve
 

@@ -12,10 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "microturn"
 
 LAYERS = {
-    "messages": 0, "log": 0, "audio": 0, "tools": 0, "kernels": 0, "extras": 0,
+    "messages": 0, "log": 0, "redaction": 0, "audio": 0, "tools": 0, "kernels": 0,
     "runtime": 1, "model": 1,
     "actors": 2,
-    "assembly": 3, "serve": 3, "serve_cli": 3,
+    "assembly": 3, "serve": 3, "serve_cli": 3, "extras": 3,
     "scenarios": 4, "demo": 4, "console": 4,
     "training": 5, "web": 5,
     "cli": 6, "__main__": 6,

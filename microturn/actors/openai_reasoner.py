@@ -3,7 +3,9 @@ reasoner's backend for an sglang or vLLM server or any such endpoint.
 
 Configured by constructor or the environment (``MICROTURN_REASONER_URL`` / ``OPENAI_BASE_URL``, ``..._MODEL``,
 ``..._API_KEY``). The API key goes only into the ``Authorization`` header: it is never logged, never put in a
-message, and never shown by ``repr``; any error text that echoes it is redacted.
+message, and never shown by ``repr``. Whatever the server sends back — error texts, the answer, tool-call
+names and arguments — is redacted before it goes anywhere: any piece of the key of 8 characters or more, in any
+case (:mod:`microturn.redaction`), so an echo lower-cased or cut short is caught too; log events mask it as well.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import httpx
 import msgspec
 
 from microturn.messages import ContextPackage, Delegate
+from microturn.redaction import Redactor, register_secret
 from microturn.tools.errors import short_repr
 
 from .reasoner_api import REASONER_ENV, ReasonerError, TaskIO
@@ -118,6 +121,9 @@ class OpenAIChatReasoner:
         self.url = f"{root}/chat/completions" if root.endswith("/v1") else f"{root}/v1/chat/completions"
         self.model = model
         self._key = _Secret(api_key) if api_key else None
+        self._redactor = Redactor([api_key] if api_key else [])
+        if api_key:
+            register_secret(api_key)  # log events mask it too, whoever logs it
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
         self.max_rounds = max_rounds
@@ -147,7 +153,7 @@ class OpenAIChatReasoner:
         return f"OpenAIChatReasoner(url={self.url!r}, model={self.model!r}, api_key={'set' if self._key else 'none'})"
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._key.reveal(), "***") if self._key else text
+        return self._redactor(text)
 
     def messages(self, task: Delegate) -> list[dict[str, Any]]:
         """The chat messages for a task: the system prompt with the context package, then the goal."""
@@ -173,6 +179,9 @@ class OpenAIChatReasoner:
                 for round_no in range(1, self.max_rounds + 1):
                     await io.progress("thinking…" if round_no == 1 else "reading the tool results…")
                     text, calls = await self._exchange(client, messages, specs)
+                    text = self._redact(text)  # an answer that echoes the key is spoken and recorded
+                    for call in calls:  # tool calls are published and recorded, and their arguments used
+                        call.name, call.arguments = self._redact(call.name), self._redact(call.arguments)
                     if not calls:
                         if not text.strip():
                             raise ReasonerError("the reasoner endpoint returned an empty answer")

@@ -15,7 +15,9 @@ images and a speech probability. The choices, in short:
   (~50 ms at 48 kHz) while the buffer finds its depth, and none after that.
 - **Bad input never stops the session.** A wrong rate, odd byte count, empty or oversized message, NaN, an
   overfull buffer or a bad image is logged (``input_rejected``, naming the field and value), counted in
-  ``rejected`` and dropped whole; what was accepted before is untouched.
+  ``rejected`` and dropped whole; what was accepted before is untouched. Float samples outside [-1, 1) are
+  clipped rather than dropped (``input_clipped``, counted in ``clipped_samples``): a hot signal is still
+  speech, while NaN or infinity has no value to keep.
 - ``UserAudio`` is subscribed with ``block``: handling only decodes and buffers, so the queue never stays
   full, and dropping media would break the stream; the buffer cap (``max_buffer_seconds``) bounds memory.
 - **Text** is passed through raw, pieces concatenated unchanged in arrival order (a transport sending
@@ -48,8 +50,8 @@ from microturn.audio import (
     VoiceActivityDetector,
     decode_pcm16,
 )
-from microturn.audio.pcm import check_rate
-from microturn.audio.resample import as_mono_float
+from microturn.audio.pcm import FLOAT_MAX, check_rate, clip_to_range
+from microturn.audio.resample import check_mono_float
 from microturn.messages import InputChunk, Message, Tick, UserAudio, UserImage, UserText
 from microturn.runtime import Actor, Overflow, Subscribe
 
@@ -91,7 +93,7 @@ def _make_vad(vad: VoiceActivityDetector | str | None) -> VoiceActivityDetector:
     if vad is None or vad == "energy":
         return EnergyVAD()
     if vad == "silero":
-        return SileroVAD()  # raises VADUnavailable ("pip install silero-vad") when it is not installed
+        return SileroVAD()  # raises VADUnavailable (pip install 'microturn[vad]') when it is not installed
     if isinstance(vad, str):
         raise ValueError(f"PerceptionActor(vad=...) must be 'energy', 'silero' or a detector, got {vad!r}")  # noqa: TRY004
     if not isinstance(vad, VoiceActivityDetector):
@@ -102,7 +104,8 @@ def _make_vad(vad: VoiceActivityDetector | str | None) -> VoiceActivityDetector:
 class PerceptionActor(Actor):
     """Turns the user's audio, text and images into one ``InputChunk`` per tick (see the module docstring).
 
-    Counters: ``rejected`` (inputs refused), ``padded_samples`` (silence added for late or missing audio),
+    Counters: ``rejected`` (inputs refused), ``clipped_samples`` (samples outside [-1, 1) clipped),
+    ``padded_samples`` (silence added for late or missing audio),
     ``chunks`` (chunks published)."""
 
     subscriptions = (Tick, Subscribe(UserAudio, Overflow.BLOCK), UserText, UserImage)
@@ -131,6 +134,7 @@ class PerceptionActor(Actor):
         self.max_text_chars = max_text_chars
         self.tick_samples = round(0.2 * TARGET_RATE)
         self.rejected = 0
+        self.clipped_samples = 0
         self.padded_samples = 0
         self.chunks = 0
         self.reset()
@@ -190,10 +194,13 @@ class PerceptionActor(Actor):
         self, samples: np.ndarray, sample_rate: int, *, message_type: str = "samples", field: str = "samples"
     ) -> bool:
         """Append float mono audio at ``sample_rate`` to the stream (the path ``UserAudio`` takes, usable by an
-        in-process transport). Returns False (logged, counted, nothing changed) when the input is refused."""
+        in-process transport). Returns False (logged, counted, nothing changed) when the input is refused: a
+        bad rate or shape, NaN or infinity, too long, a full buffer — it never raises. Finite samples outside
+        [-1, 1) are clipped (counted in ``clipped_samples``, logged as ``input_clipped``) and the rest kept."""
         try:
             rate = check_rate(sample_rate)
-            x = as_mono_float(samples, field=field)
+            raw = check_mono_float(samples, field=field)
+            x, clipped = clip_to_range(raw)
             if not x.size:
                 raise AudioInputError(field, "0 samples", "empty audio")
             seconds = x.size / rate
@@ -206,6 +213,11 @@ class PerceptionActor(Actor):
         except AudioInputError as exc:
             self._reject(message_type, exc.field, exc.value, exc.problem)
             return False
+        if clipped:
+            self.clipped_samples += clipped
+            peak = float(np.max(np.abs(raw)))
+            self.log.warning("input_clipped", message_type=message_type, field=field, samples=clipped, peak=peak,
+                             range=f"[-1, {FLOAT_MAX:.6f}]", clipped_samples=self.clipped_samples)
         if self._resampler is None or self._resampler.rate_in != rate:
             if self._resampler is not None:
                 self._append(self._resampler.flush())  # the old rate's filter tail belongs before the new audio
@@ -292,7 +304,8 @@ class PerceptionActor(Actor):
         try:
             from PIL import Image
         except ImportError:
-            raise _Rejected("format", msg.format, "decoding PNG/JPEG needs Pillow: pip install Pillow") from None
+            raise _Rejected("format", msg.format,
+                            "decoding PNG/JPEG needs the 'images' extra: pip install 'microturn[images]'") from None
         try:
             with Image.open(io.BytesIO(msg.data)) as img:
                 if img.format != msg.format.upper():

@@ -12,11 +12,13 @@ import numpy as np
 from microturn.audio.errors import AudioInputError
 
 __all__ = [
+    "FLOAT_MAX",
     "MAX_MESSAGE_SECONDS",
     "SUPPORTED_RATES",
     "TARGET_RATE",
     "check_finite",
     "check_rate",
+    "clip_to_range",
     "decode_pcm16",
     "float_to_pcm16",
     "pcm16_to_float",
@@ -32,6 +34,9 @@ TARGET_RATE = 16000
 MAX_MESSAGE_SECONDS = 10.0
 
 _PCM16_SCALE = 32768.0
+
+#: The largest float sample: PCM16's largest, so float and PCM16 transports carry the same range.
+FLOAT_MAX = 32767 / 32768
 _DTYPE_LE_I16 = np.dtype("<i2")
 
 
@@ -50,6 +55,16 @@ def check_finite(samples: np.ndarray, field: str = "samples") -> None:
     if samples.dtype.kind == "f" and samples.size and not np.isfinite(samples).all():
         bad = int(np.flatnonzero(~np.isfinite(samples.ravel()))[0])
         raise AudioInputError(field, f"{samples.ravel()[bad]} at index {bad}", "audio must be finite (no NaN/inf)")
+
+
+def clip_to_range(samples: np.ndarray) -> tuple[np.ndarray, int]:
+    """Finite float samples clipped to [-1, :data:`FLOAT_MAX`] and cast to float32, with how many were out
+    of range. The clip comes before the cast, so 1e300 becomes 1.0, not float32 infinity."""
+    x = np.asarray(samples)
+    out_of_range = int(np.count_nonzero((x < -1.0) | (x > FLOAT_MAX)))
+    if out_of_range:
+        x = np.clip(x, -1.0, FLOAT_MAX)
+    return np.ascontiguousarray(x, dtype=np.float32), out_of_range
 
 
 def _check_channels(channels: object, field: str = "channels") -> int:

@@ -18,21 +18,35 @@ from microturn.audio.pcm import (
     decode_pcm16,
 )
 
-__all__ = ["StreamResampler", "as_mono_float", "pcm16_to_16k", "resample"]
+__all__ = ["StreamResampler", "as_mono_float", "check_mono_float", "pcm16_to_16k", "resample"]
 
 # "HQ" is soxr's default: 20-bit precision, far beyond what 16-level dMel can see, at a small cost.
 _QUALITY = "HQ"
 
 
 def as_mono_float(samples: np.ndarray, *, field: str = "samples") -> np.ndarray:
-    """Check a float mono signal (1-D, finite) and return it as contiguous float32."""
-    x = np.asarray(samples)
+    """Check a float mono signal (1-D, finite, within float32's range) and return it as contiguous float32."""
+    x = check_mono_float(samples, field=field)
+    with np.errstate(over="ignore"):  # an overflow is reported below, as bad input, not as a warning
+        out = np.ascontiguousarray(x, dtype=np.float32)
+    if x.dtype != np.float32 and not np.isfinite(out).all():
+        bad = int(np.flatnonzero(~np.isfinite(out))[0])
+        raise AudioInputError(field, f"{x[bad]} at index {bad}", "beyond float32's range (audio is in [-1, 1))")
+    return out
+
+
+def check_mono_float(samples: object, *, field: str = "samples") -> np.ndarray:
+    """``samples`` as a 1-D float array (any float width) of finite values, else AudioInputError."""
+    try:
+        x = np.asarray(samples)
+    except (ValueError, TypeError) as exc:  # a ragged list, an object numpy cannot make an array of
+        raise AudioInputError(field, type(samples).__name__, f"not an array of samples ({exc})") from None
     if x.ndim != 1:
         raise AudioInputError(field, f"shape {x.shape}", "expected a 1-D mono signal")
     if x.dtype.kind != "f":
         raise AudioInputError(field, str(x.dtype), "expected float samples in [-1, 1)")
     check_finite(x, field)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return x
 
 
 def resample(samples: np.ndarray, rate_in: int, rate_out: int = TARGET_RATE) -> np.ndarray:

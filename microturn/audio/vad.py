@@ -184,7 +184,7 @@ class SileroVAD:
     def __init__(self) -> None:
         if not silero_available():
             raise VADUnavailable(
-                "SileroVAD needs the 'silero-vad' package and torch: pip install silero-vad"
+                "SileroVAD needs the 'vad' extra (silero-vad, torch): pip install 'microturn[vad]'"
             )
         silero = importlib.import_module("silero_vad")
         self._torch = importlib.import_module("torch")

@@ -120,7 +120,9 @@ class Actor:
         """Publish on the session bus, stamped with this actor's name; returns the stamped message.
 
         In lockstep, owned work takes the baton for the publish, so its messages never race a handler's."""
-        session = self.session
+        session = self._session
+        if session is None:
+            session = self.session  # raises the "not running in a session" error
         turnstile = session.turnstile
         if turnstile is None or turnstile.holds():
             return await session.bus.publish(message, self.name)
@@ -203,7 +205,7 @@ class Actor:
             if turnstile is None:
                 message = mailbox.get_nowait()
                 if message is None:
-                    message = await mailbox.get()
+                    message = await mailbox.wait_next()
                 if type(message) is Interrupt:
                     self.cancel_generation(message.generation)
                 await self.handle(message)

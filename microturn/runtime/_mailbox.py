@@ -134,7 +134,7 @@ class _Queue:
 class Mailbox:
     """One actor's serial mailbox: a control lane read first, then data in bus order."""
 
-    __slots__ = ("owner", "control", "queues", "size", "turnstile", "_receiver", "_by_type")
+    __slots__ = ("owner", "control", "queues", "size", "turnstile", "_receiver", "_by_type", "_abort_get")
 
     def __init__(self, owner: str, subscriptions: list[Subscribe]) -> None:
         self.owner = owner
@@ -145,6 +145,7 @@ class Mailbox:
         """Set in lockstep sessions: the turnstile that decides when this mailbox's actor runs."""
         self._receiver: trio.lowlevel.Task | None = None
         self._by_type: dict[type, _Queue | None] = {}
+        self._abort_get = self._abort_receiver  # bound once: a parked get() allocates no closure per wait
         for sub in subscriptions:
             if any(q.sub.type is sub.type for q in self.queues):
                 raise SubscriptionError(f"actor {owner!r} subscribes to {sub.type.__name__} twice")
@@ -231,13 +232,17 @@ class Mailbox:
         message = self.get_nowait()
         if message is not None:
             return message
+        return await self.wait_next()
+
+    async def wait_next(self) -> Message:
+        """Park until a message arrives and return it; for a reader that has just seen :meth:`get_nowait`
+        return None (the actor's serve loop), so the empty mailbox is not checked twice."""
         self._receiver = trio.lowlevel.current_task()
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._receiver = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        await trio.lowlevel.wait_task_rescheduled(self._abort_get)
         message = self.get_nowait()
         assert message is not None
         return message
+
+    def _abort_receiver(self, _: Any) -> trio.lowlevel.Abort:
+        self._receiver = None
+        return trio.lowlevel.Abort.SUCCEEDED

@@ -39,7 +39,7 @@ ActorFactory = Callable[..., Sequence[Actor]]
 
 KNOWN_FACTORIES: tuple[str, ...] = (
     "microturn.scenarios.runner:build_actors",
-    "microturn.demo:build_live",
+    "microturn.assembly:build_from_params",
     "microturn.demo:build",
 )
 """microturn's own actor factories: a recording may name these, and replay imports them (lazily) by name.

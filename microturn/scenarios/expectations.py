@@ -61,6 +61,7 @@ from .format import (
     StopsWithin,
     ToolCalled,
     _Budget,
+    pattern_problem,
 )
 from .outcome import ExpectationOutcome
 from .triggers import Occurrences, parse_reference
@@ -489,8 +490,11 @@ def _heard_within(e: HeardWithin, seen: Observed, times: object) -> ExpectationO
 
 
 def _says(e: Says, seen: Observed, times: Mapping[str, tuple[float, float]] | None) -> ExpectationOutcome:
-    pattern = re.compile(e.pattern, re.IGNORECASE)
     negate = isinstance(e, DoesNotSay)
+    problem = pattern_problem(e.pattern)  # a scenario read back from a recording header was never validated
+    if problem:
+        return _outcome(e, False, None, f"the pattern /{e.pattern}/ cannot be judged: {problem}")
+    pattern = re.compile(e.pattern, re.IGNORECASE)
     lo, hi, span = 0.0, float("inf"), ""
     if e.start is not None or e.end is not None:
         bounds = []

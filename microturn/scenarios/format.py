@@ -9,6 +9,10 @@ scenario is checked the same way however it was written.
 Every problem raises :class:`ScenarioError`, which names the file, the line (when it can be found), the key
 (e.g. ``timeline[2].after``) and the offending value.
 
+Everything is bounded (see ``MAX_*`` below): the file's size, how deeply it nests (checked on the raw text, before
+the parser could recurse), string and list lengths, and every time, delay, latency and budget (finite, at most
+:data:`MAX_SECONDS`); regular expressions that can backtrack catastrophically are refused (:func:`pattern_problem`).
+
 A complete example (every key is documented on the Struct that holds it)::
 
     name = "barge-in-early"
@@ -57,6 +61,7 @@ A complete example (every key is documented on the Struct that holds it)::
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import re
@@ -70,6 +75,10 @@ from microturn.assembly import dialog_timing_problem
 from microturn.runtime import MicroturnError
 
 from .references import check_reference, parse_reference
+
+# sre_parse's home since 3.11 (the old name warns): the pattern check reads the parsed pattern
+_sre_parser: Any = re._parser  # type: ignore[attr-defined]
+_sre: Any = re._constants  # type: ignore[attr-defined]
 
 __all__ = [
     "TICK_PERIOD",
@@ -110,6 +119,14 @@ __all__ = [
     "validate",
     "encode_scenario",
     "decode_scenario",
+    "check_limits",
+    "pattern_problem",
+    "MAX_SECONDS",
+    "MAX_SCENARIO_BYTES",
+    "MAX_DEPTH",
+    "MAX_STRING_CHARS",
+    "MAX_ITEMS",
+    "MAX_PATTERN_CHARS",
 ]
 
 TICK_PERIOD = 0.2
@@ -118,10 +135,38 @@ TICK_PERIOD = 0.2
 STANDIN_BACKGROUND_TEXT = "I have no background reasoner yet, so I cannot look that up."
 """What the default background double answers (the demo stand-in's words)."""
 
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
-Positive = Annotated[float, msgspec.Meta(gt=0)]
+MAX_SECONDS = 3600.0
+"""The longest a scenario may run, and so the largest time, delay, latency or budget it may name (seconds)."""
+
+MAX_SCENARIO_BYTES = 256 * 1024
+"""The largest scenario file (bytes); the library's scenarios are a few KiB."""
+
+MAX_DEPTH = 16
+"""How deeply tables and arrays may nest (checked on the raw text before parsing, so no parser recursion)."""
+
+MAX_STRING_CHARS = 10_000
+"""The longest string anywhere in a scenario (a ``say`` text, a tool result, a key)."""
+
+MAX_ITEMS = 1000
+"""The most entries in one list or table (timeline events, expectations, tags, option keys...)."""
+
+MAX_VALUES = 100_000
+"""The most values in a whole scenario (bounds a scenario built in Python, which has no file size)."""
+
+MAX_PATTERN_CHARS = 1000
+"""The longest regular expression (``says`` patterns, ``[[background]]`` goals)."""
+
+_MAX_TICKS = round(MAX_SECONDS / TICK_PERIOD)
+
+NonNegative = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
+"""Seconds: finite, from 0 to :data:`MAX_SECONDS` (NaN and infinity fail the range)."""
+Positive = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
+Millis = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS * 1000)]
+"""Milliseconds: finite, from 0 to :data:`MAX_SECONDS` in ms."""
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+Ticks = Annotated[int, msgspec.Meta(ge=0, le=_MAX_TICKS)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Nth = Annotated[int, msgspec.Meta(ge=1, le=MAX_ITEMS)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 Byte = Annotated[int, msgspec.Meta(ge=0, le=255)]
 Wpm = Annotated[int, msgspec.Meta(ge=80, le=450)]
@@ -207,7 +252,7 @@ class ToolBehaviour(_Struct, frozen=True, kw_only=True):
     the call), or, when ``error`` is set, as a failure with that message."""
 
     name: NonEmpty
-    latency_ms: NonNegative = 50.0
+    latency_ms: Millis = 50.0
     result: Any = None
     error: str | None = None
 
@@ -220,7 +265,7 @@ class BackgroundBehaviour(_Struct, frozen=True, kw_only=True):
     task at once."""
 
     goal: str | None = None
-    latency_ms: NonNegative = 1000.0
+    latency_ms: Millis = 1000.0
     result: str = STANDIN_BACKGROUND_TEXT
     error: str | None = None
     delivery: Literal["interrupt", "when_idle", "silent"] = "when_idle"
@@ -265,9 +310,9 @@ class Event(_Struct, frozen=True, kw_only=True, tag_field="kind"):
     id: str | None = None
     at: NonNegative | None = None
     after: str | None = None
-    delay_ms: NonNegative | None = None
-    delay_ticks: NonNegativeInt | None = None
-    nth: PositiveInt = 1
+    delay_ms: Millis | None = None
+    delay_ticks: Ticks | None = None
+    nth: Nth = 1
 
 
 class Say(Event, frozen=True, kw_only=True, tag="say"):
@@ -361,8 +406,8 @@ class Expectation(_Struct, frozen=True, kw_only=True, tag_field="kind"):
 
 
 class _Budget(Expectation, frozen=True, kw_only=True):
-    budget_ms: NonNegative | None = None
-    budget_ticks: NonNegativeInt | None = None
+    budget_ms: Millis | None = None
+    budget_ticks: Ticks | None = None
 
     @property
     def budget(self) -> float:
@@ -377,7 +422,7 @@ class RespondsWithin(_Budget, frozen=True, kw_only=True, tag="responds_within"):
     after the ``nth`` occurrence of ``after``."""
 
     after: Reference = "user:turn_end"
-    nth: PositiveInt = 1
+    nth: Nth = 1
 
 
 class SilentBetween(Expectation, frozen=True, kw_only=True, tag="silent_between"):
@@ -393,21 +438,21 @@ class StopsWithin(_Budget, frozen=True, kw_only=True, tag="stops_within"):
     """The utterance playing at ``after`` (default the barge-in) stops sounding within the budget."""
 
     after: Reference = "user:barge_in"
-    nth: PositiveInt = 1
+    nth: Nth = 1
 
 
 class KeepsSpeaking(Expectation, frozen=True, kw_only=True, tag="keeps_speaking"):
     """The utterance playing at ``after`` (default a user backchannel) is not cut: it completes."""
 
     after: Reference = "user:backchannel"
-    nth: PositiveInt = 1
+    nth: Nth = 1
 
 
 class HeardWithin(_Budget, frozen=True, kw_only=True, tag="heard_within"):
     """The words of the ``nth`` background result start to be heard within the budget of its arrival."""
 
     after: Reference = "background_result"
-    nth: PositiveInt = 1
+    nth: Nth = 1
 
 
 class Says(Expectation, frozen=True, kw_only=True, tag="says"):
@@ -465,7 +510,7 @@ class Scenario(_Struct, frozen=True, kw_only=True):
     description: str = ""
     category: NonEmpty = "uncategorized"
     tags: list[str] = []
-    duration: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
+    duration: Positive = 10.0
     model: ModelConfig = ModelConfig()
     speech: SpeechConfig = SpeechConfig()
     world: WorldConfig = WorldConfig()
@@ -483,7 +528,8 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read, decode and validate a scenario file; relative paths inside it are resolved against its folder."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with p.open("rb") as f:
+            data = f.read(MAX_SCENARIO_BYTES + 1)  # never more than the cap, and one byte to tell it is over
     except FileNotFoundError:
         raise ScenarioError("no such scenario file", file=p) from None
     except OSError as exc:
@@ -500,20 +546,34 @@ def loads_scenario(
 ) -> Scenario:
     """Decode and validate scenario TOML text (``file`` only names it in errors)."""
     raw_bytes = data.encode() if isinstance(data, str) else bytes(data)
+    if len(raw_bytes) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(f"the file is over {MAX_SCENARIO_BYTES} bytes, the most a scenario may be", file=file)
     try:
         text = raw_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ScenarioError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=file) from None
+    _check_nesting(text, file)
     try:
-        scenario = msgspec.toml.decode(raw_bytes, type=Scenario)
-    except msgspec.ValidationError as exc:
-        raise _validation_error(exc, text, file) from None
-    except msgspec.DecodeError as exc:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = re.search(r"\(at line (\d+), column (\d+)\)", message)
         line = int(found.group(1)) if found else None
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
         raise ScenarioError(f"invalid TOML: {reason}", file=file, line=line) from None
+    except RecursionError:  # the scan above should make this unreachable; it must never escape as a traceback
+        raise ScenarioError(f"tables or arrays nest deeper than {MAX_DEPTH} levels", file=file) from None
+    try:
+        check_limits(raw)  # dotted keys (a.b.c... = 1) nest without brackets, so the parsed tree is checked too
+    except ScenarioError as exc:
+        raise exc.located(file, _locate(text, exc.key) if exc.key else None) from None
+    try:
+        # what msgspec.toml.decode does after parsing, here on a tree that has passed the limits
+        scenario = msgspec.convert(
+            raw, Scenario, builtin_types=(datetime.datetime, datetime.date, datetime.time), str_keys=True
+        )
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc, text, file) from None
     if not scenario.name:
         scenario = msgspec.structs.replace(scenario, name=default_name)
     try:
@@ -529,6 +589,7 @@ def validate(
     with its file paths made absolute. ``check_types`` also checks every field's type and range, which
     constructing Structs in Python does not (decoding a file does). Raises :class:`ScenarioError` naming the
     key and value."""
+    check_limits(scenario)
     if check_types:
         scenario = _checked(scenario)
 
@@ -659,10 +720,210 @@ def _resolve_module(spec: str, base: Path) -> str:
 
 
 def _check_regex(pattern: str, key: str) -> None:
+    problem = pattern_problem(pattern)
+    if problem:
+        raise ScenarioError(problem, key=key, value=pattern)
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` may not be used as a scenario's regular expression, or None when it may.
+
+    Besides syntax and length (:data:`MAX_PATTERN_CHARS`), patterns that can backtrack catastrophically are
+    refused: a quantifier over something that itself holds a quantifier (``(a+)+``, ``(\\w+\\s?)*``), and a
+    quantifier over alternatives that can begin with the same character (``(a|ab)+``). The check is on the
+    parsed pattern, so it says the same on every machine (a time limit would make a verdict depend on the
+    machine's speed). Possessive quantifiers (``a++``) and atomic groups (``(?>...)``) never backtrack and are
+    allowed anywhere."""
+    if not isinstance(pattern, str):
+        return f"a regular expression must be a string, not {type(pattern).__name__}"
+    if len(pattern) > MAX_PATTERN_CHARS:
+        return f"a regular expression of {len(pattern)} characters; at most {MAX_PATTERN_CHARS} are allowed"
     try:
         re.compile(pattern)
-    except re.error as exc:
-        raise ScenarioError(f"not a valid regular expression ({exc})", key=key, value=pattern) from None
+        parsed = _sre_parser.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        return f"not a valid regular expression ({exc})"
+    found = _backtracking(parsed, inside_repeat=False)
+    if found:
+        return (f"the pattern can backtrack catastrophically ({found}); rewrite it, or use a possessive "
+                "quantifier (a++) or an atomic group ((?>...))")
+    return None
+
+
+def _repeat_body(op: Any, av: Any) -> Any:
+    """The body of a backtracking quantifier that can match more than once, else None."""
+    if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT) and (av[1] is _sre.MAXREPEAT or av[1] > 1):
+        return av[2]
+    return None
+
+
+def _children(op: Any, av: Any) -> list[Any]:
+    """The sub-patterns of one parsed item; atomic groups and possessive repeats are left out (they never
+    backtrack, so nothing inside them can blow up)."""
+    if op is _sre.SUBPATTERN:
+        return [av[3]]
+    if op is _sre.BRANCH:
+        return list(av[1])
+    if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+        return [av[2]]
+    if op in (_sre.ASSERT, _sre.ASSERT_NOT):
+        return [av[1]]
+    if op is _sre.GROUPREF_EXISTS:
+        return [p for p in av[1:] if p is not None]
+    return []
+
+
+def _backtracking(items: Any, *, inside_repeat: bool) -> str | None:
+    for op, av in items:
+        body = _repeat_body(op, av)
+        if body is not None and inside_repeat:
+            return "a quantifier inside a quantified group"
+        if op is _sre.BRANCH and inside_repeat:
+            # a branch that can match nothing overlaps every other (the parser factors "a|ab" into "a(?:|b)")
+            firsts = [None if _nullable(branch) else _first_chars(branch) for branch in av[1]]
+            for i, a in enumerate(firsts):
+                for b in firsts[i + 1 :]:
+                    if a is None or b is None or a & b:
+                        return "alternatives that can start alike inside a quantified group"
+        for child in _children(op, av):
+            found = _backtracking(child, inside_repeat=inside_repeat or body is not None)
+            if found:
+                return found
+    return None
+
+
+def _nullable(items: Any) -> bool:
+    """Whether ``items`` can match the empty string."""
+    for op, av in items:
+        if op in (_sre.AT, _sre.ASSERT, _sre.ASSERT_NOT):
+            continue
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+            if av[0] == 0 or _nullable(av[2]):
+                continue
+            return False
+        if op is _sre.SUBPATTERN:
+            if _nullable(av[3]):
+                continue
+            return False
+        if op is _sre.BRANCH:
+            if any(_nullable(branch) for branch in av[1]):
+                continue
+            return False
+        return False
+    return True
+
+
+def _first_chars(items: Any) -> set[str] | None:
+    """The characters a match of ``items`` can begin with (lower-cased), or None for "too many to say"."""
+    out: set[str] = set()
+    for op, av in items:
+        if op is _sre.LITERAL:
+            return out | {chr(av).lower()}
+        if op is _sre.IN:
+            chars: set[str] = set()
+            for kind, value in av:
+                if kind is _sre.LITERAL:
+                    chars.add(chr(value).lower())
+                elif kind is _sre.RANGE and value[1] - value[0] < 256:
+                    chars.update(chr(c).lower() for c in range(value[0], value[1] + 1))
+                else:  # a negated set, a category (\w, \d), a wide range
+                    return None
+            return out | chars
+        if op in (_sre.AT, _sre.ASSERT, _sre.ASSERT_NOT):
+            continue  # zero width: the next item begins the match
+        if op is _sre.SUBPATTERN:
+            inner = _first_chars(av[3])
+            return None if inner is None else out | inner
+        if op is _sre.BRANCH:
+            for branch in av[1]:
+                inner = _first_chars(branch)
+                if inner is None:
+                    return None
+                out |= inner
+            return out
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+            inner = _first_chars(av[2])
+            if inner is None:
+                return None
+            out |= inner
+            if av[0] == 0:
+                continue  # it may match nothing, so what follows can begin the match too
+            return out
+        return None  # any character, a category, a back-reference...
+    return out
+
+
+def check_limits(root: Any, key: str = "") -> None:
+    """Refuse a scenario (raw TOML data, or Structs built in Python) that nests deeper than
+    :data:`MAX_DEPTH`, holds a string longer than :data:`MAX_STRING_CHARS`, a list or table of more than
+    :data:`MAX_ITEMS` entries, or more than :data:`MAX_VALUES` values in all. Iterative, so a deep tree
+    cannot exhaust the stack; raises :class:`ScenarioError` naming the key."""
+    stack: list[tuple[Any, str, int]] = [(root, key, 0)]
+    count = 0
+    while stack:
+        value, path, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ScenarioError(f"more than {MAX_VALUES} values in one scenario", key=path or None)
+        if depth > MAX_DEPTH:
+            raise ScenarioError(f"nested deeper than {MAX_DEPTH} levels", key=path or None)
+        if isinstance(value, str):
+            if len(value) > MAX_STRING_CHARS:
+                raise ScenarioError(f"a string of {len(value)} characters; at most {MAX_STRING_CHARS} are allowed",
+                                    key=path or None, value=value)
+        elif isinstance(value, msgspec.Struct):
+            fields = [(name, getattr(value, name)) for name in value.__struct_fields__]
+            stack.extend((v, f"{path}.{name}" if path else name, depth + 1) for name, v in fields)
+        elif isinstance(value, dict):
+            if len(value) > MAX_ITEMS:
+                raise ScenarioError(f"a table of {len(value)} keys; at most {MAX_ITEMS} are allowed", key=path or None)
+            for name, v in value.items():
+                name = str(name)
+                if len(name) > MAX_STRING_CHARS:
+                    raise ScenarioError(f"a key of {len(name)} characters; at most {MAX_STRING_CHARS} are allowed",
+                                        key=path or None, value=name)
+                stack.append((v, f"{path}.{name}" if path else name, depth + 1))
+        elif isinstance(value, (list, tuple)):
+            if len(value) > MAX_ITEMS:
+                raise ScenarioError(f"a list of {len(value)} entries; at most {MAX_ITEMS} are allowed",
+                                    key=path or None)
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+
+
+_NESTING_TOKEN = re.compile(r"\"\"\"|'''|[\"'#\[\]{}\n\\]")
+
+
+def _check_nesting(text: str, file: str | os.PathLike[str]) -> None:
+    """Refuse TOML whose arrays and inline tables nest deeper than :data:`MAX_DEPTH`, from the raw text: the
+    TOML parser recurses once per level, so 5000 levels would exhaust the stack before any check on the
+    parsed tree. Brackets in strings and comments do not count; what is not valid TOML is left for the parser
+    to report."""
+    depth = 0
+    state = ""  # the string or comment being read: '"', "'", '"""', "'''", "#"; "" outside them
+    pos = 0
+    while (found := _NESTING_TOKEN.search(text, pos)) is not None:
+        token = found.group()
+        pos = found.end()
+        if state in ('"', '"""'):
+            if token == "\\":
+                pos += 1  # an escape: the next character cannot end the string
+            elif token == state or (state == '"' and token == "\n"):
+                state = ""
+        elif state in ("'", "'''"):
+            if token == state or (state == "'" and token == "\n"):
+                state = ""
+        elif state == "#":
+            if token == "\n":
+                state = ""
+        elif token in ('"', "'", '"""', "'''", "#"):
+            state = token
+        elif token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = text.count("\n", 0, found.start()) + 1
+                raise ScenarioError(f"tables or arrays nest deeper than {MAX_DEPTH} levels", file=file, line=line)
+        elif token in "]}":
+            depth = max(0, depth - 1)
 
 
 def _check_cycles(events: list[Any], ids: dict[str, int]) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from microturn.messages import BackgroundUpdate, Delegate, ToolCall, ToolResult
 from microturn.runtime import Actor
 
-from .format import BackgroundBehaviour, ToolBehaviour
+from .format import BackgroundBehaviour, ToolBehaviour, pattern_problem
 
 __all__ = ["DEFAULT_TOOLS", "ScriptedBackground", "ScriptedToolRunner"]
 
@@ -82,7 +82,11 @@ class ScriptedBackground(Actor):
     def behaviour_for(self, goal: str) -> BackgroundBehaviour | None:
         """The first behaviour whose goal pattern matches ``goal``."""
         for behaviour in self.behaviours:
-            if behaviour.goal is None or re.search(behaviour.goal, goal, re.IGNORECASE):
+            if behaviour.goal is None:
+                return behaviour
+            if pattern_problem(behaviour.goal):  # unvalidated (a scenario from a recording): never run it
+                continue
+            if re.search(behaviour.goal, goal, re.IGNORECASE):
                 return behaviour
         return None
 

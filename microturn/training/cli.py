@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from microturn.extras import require
+
 __all__ = ["corpus_command", "flow_command", "register", "train_command"]
 
 
@@ -106,11 +108,7 @@ def _register_flow(subparsers: Any) -> argparse.ArgumentParser:
 
 def flow_command(args: argparse.Namespace) -> int:
     """Carry out ``microturn train-flow``; returns the exit status."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("error: microturn train-flow needs torch (install the model extra)", file=sys.stderr)
-        return 2
+    require("torch", "torch", "microturn train-flow")
     from microturn.model.local import CheckpointError, load_checkpoint, save_checkpoint
 
     from .flow import flow_pairs, record_audio_dialogs, train_flow
@@ -194,11 +192,7 @@ def corpus_command(args: argparse.Namespace) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     """Carry out ``microturn train``; returns the exit status."""
-    try:
-        import torch
-    except ImportError:
-        print("error: microturn train needs torch (install the model extra)", file=sys.stderr)
-        return 2
+    torch = require("torch", "torch", "microturn train")
     from pathlib import Path
 
     from .corpus import CorpusError, load_corpus, read_manifest

@@ -234,7 +234,7 @@ async def test_png_without_pillow_says_to_install_it(autojump_clock, monkeypatch
         chunks, perception = await _run([(0.1, UserImage(data=b"\x89PNG", format="png"))], ticks=2)
     assert perception.rejected == 1 and len(chunks) == 2
     (warning,) = [e for e in logs if e["event"] == "input_rejected"]
-    assert warning["field"] == "format" and "pip install Pillow" in warning["problem"]
+    assert warning["field"] == "format" and "pip install 'microturn[images]'" in warning["problem"]
 
 
 async def test_vad_is_high_on_speech_and_low_on_silence(autojump_clock, speech) -> None:
@@ -271,7 +271,7 @@ async def test_the_detector_is_pluggable(autojump_clock) -> None:
     with pytest.raises(TypeError, match="speech_prob"):
         PerceptionActor(vad=object())  # type: ignore[arg-type]
     if not silero_available():
-        with pytest.raises(VADUnavailable, match="pip install silero-vad"):
+        with pytest.raises(VADUnavailable, match=r"pip install 'microturn\[vad\]'"):
             PerceptionActor(vad="silero")
 
 

@@ -37,7 +37,7 @@ from microturn.assembly import (
 )
 from microturn.model.protocol import ModelBackend
 from microturn.model.scripted import ScriptedPolicy
-from microturn.runtime import read_recording, replay, run_lockstep
+from microturn.runtime import RecordingError, read_recording, replay, run_lockstep
 from microturn.scenarios import ScenarioError, load_scenario, run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
@@ -240,7 +240,7 @@ def test_a_scenario_calls_a_tool_from_a_file_outside_the_package(tmp_path: Path)
 def test_replay_imports_a_recorded_plugin_only_when_named(tmp_path: Path) -> None:
     path = tmp_path / "wx.mtrec"
     run_scenario(_scenario(tmp_path), model="scripted", record=path)
-    with pytest.raises(PluginError, match=r"replay runs plugin code only when you name it: add --tools"):
+    with pytest.raises(RecordingError, match=r"replay runs plugin code only when you name it: add --tools"):
         run_lockstep(lambda: replay(path))
     with allow_plugins([str(tmp_path / "weather.py")]):
         result = run_lockstep(lambda: replay(path))
@@ -260,11 +260,11 @@ def test_run_tools_flag_and_unknown_tool_names(tmp_path: Path) -> None:
 def test_the_cli_runs_a_plugin_tool_and_names_a_bad_one(tmp_path: Path) -> None:
     scenario = _scenario(tmp_path, modules="[]")
     ok = subprocess.run([sys.executable, "-m", "microturn", "run", str(scenario), "--model", "scripted",
-                         "--tools", str(tmp_path / "weather.py")], capture_output=True, text=True, timeout=300)
+                         "--tools", str(tmp_path / "weather.py")], capture_output=True, text=True, timeout=300, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "PASS weather-question" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "microturn", "run", str(scenario), "--model", "scripted",
-                          "--tools", "no_such_module_xyz"], capture_output=True, text=True, timeout=300)
+                          "--tools", "no_such_module_xyz"], capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 2
     assert "--tools no_such_module_xyz: no such module" in bad.stderr
     assert "Traceback" not in bad.stderr
@@ -274,3 +274,21 @@ def test_the_readme_shows_the_example_plugin_as_it_is() -> None:
     readme = (REPO / "README.md").read_text()
     example = WEATHER.read_text().split('"""', 2)[2].strip()
     assert example in readme
+
+
+def test_a_demo_with_a_plugin_replays_only_with_the_plugin_named(tmp_path: Path) -> None:
+    path = tmp_path / "wx.mtrec"
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "microturn", *argv], capture_output=True, text=True, check=False,
+                              timeout=300, cwd=tmp_path)
+
+    made = cli("demo", "--model", "scripted", "--ticks", "20", "--tools", str(WEATHER), "--record", str(path))
+    assert made.returncode == 0, made.stderr
+    assert read_recording(path).header.factory == "microturn.assembly:build_from_params"
+    refused = cli("replay", str(path))
+    assert refused.returncode == 2
+    assert f"add --tools {WEATHER}" in refused.stderr and "Traceback" not in refused.stderr
+    allowed = cli("replay", str(path), "--tools", str(WEATHER))
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "replay OK" in allowed.stdout

@@ -137,7 +137,7 @@ def test_the_client_needs_no_torch_and_serve_says_what_it_needs():
     out = subprocess.run([sys.executable, "-c", NO_TORCH], check=False, capture_output=True, text=True, env=ENV,
                          cwd=ROOT, timeout=120)
     assert out.returncode == 2, out.stderr
-    assert "needs torch" in out.stderr
+    assert "microturn serve needs the 'torch' extra: pip install 'microturn[torch]'" in out.stderr
 
 
 def test_microturn_serve_on_a_port_in_use_says_so():
