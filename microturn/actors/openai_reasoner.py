@@ -222,10 +222,11 @@ class OpenAIChatReasoner:
         except httpx.TimeoutException:
             raise ReasonerError(f"the endpoint {self.url} did not answer within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:
-            raise ReasonerError(self._redact(f"cannot use the endpoint {self.url}: {type(exc).__name__}: {exc}")) from None
+            detail = f"cannot use the endpoint {self.url}: {type(exc).__name__}: {exc}"
+            raise ReasonerError(self._redact(detail)) from None
         if not text.strip():
             raise ReasonerError("the endpoint returned an empty answer")
-        return text.strip()
+        return self._redact(text.strip())  # a judge's reason goes into a recording: never the key
 
     async def _exchange(
         self, client: httpx.AsyncClient, messages: list[dict[str, Any]], specs: list[dict[str, Any]]
