@@ -48,6 +48,7 @@ __all__ = [
     "Playout",
     "Heard",
     "Mark",
+    "Verdict",
     "Interrupt",
     "Cancel",
     "AnyMessage",
@@ -316,6 +317,19 @@ class Mark(DataMessage, frozen=True, kw_only=True):
     name: str
 
 
+class Verdict(DataMessage, frozen=True, kw_only=True):
+    """What a judge model decided about a scenario's judged expectation (``expect[expectation]``), published by
+    the scenario runner at the end of the session (source ``judge``): the recording holds the verdict, so
+    replay and re-checks never need the model. ``verdict`` is ``not_judged`` when no judge was configured or
+    it gave no usable answer; ``reason`` says why, ``judge`` names the model."""
+
+    expectation: int
+    criterion: str
+    verdict: Literal["pass", "fail", "not_judged"]
+    reason: str = ""
+    judge: str = ""
+
+
 # --- control lane --------------------------------------------------------------------------------------------
 
 
@@ -354,6 +368,7 @@ AnyMessage = Union[
     Playout,
     Heard,
     Mark,
+    Verdict,
     ToolProgress,
     Interrupt,
     Cancel,

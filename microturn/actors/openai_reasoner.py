@@ -212,6 +212,22 @@ class OpenAIChatReasoner:
             ) from None
         raise ReasonerError(f"no final answer after {self.max_rounds} rounds of tool calls")
 
+    async def complete(self, messages: list[dict[str, Any]]) -> str:
+        """One chat completion without tools: the answer's text (what the scenario judge asks). Raises
+        :class:`ReasonerError` as :meth:`solve` does, with the key redacted."""
+        timeout = httpx.Timeout(self.timeout, connect=self.connect_timeout)
+        try:
+            async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
+                text, _ = await self._exchange(client, messages, [])
+        except httpx.TimeoutException:
+            raise ReasonerError(f"the endpoint {self.url} did not answer within {self.timeout:g} s") from None
+        except httpx.HTTPError as exc:
+            detail = f"cannot use the endpoint {self.url}: {type(exc).__name__}: {exc}"
+            raise ReasonerError(self._redact(detail)) from None
+        if not text.strip():
+            raise ReasonerError("the endpoint returned an empty answer")
+        return self._redact(text.strip())  # a judge's reason goes into a recording: never the key
+
     async def _exchange(
         self, client: httpx.AsyncClient, messages: list[dict[str, Any]], specs: list[dict[str, Any]]
     ) -> tuple[str, list[_PendingCall]]:

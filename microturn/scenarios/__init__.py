@@ -1,10 +1,12 @@
 """Scenarios for researchers: the format, the virtual-time runner, Full-Duplex-Bench metrics and reports."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .builder import ScenarioBuilder
-from .format import Scenario, ScenarioError, load_scenario, loads_scenario, validate
-from .outcome import USER_EVENT_MARKS, ExpectationOutcome
+if TYPE_CHECKING:
+    from .builder import ScenarioBuilder
+    from .format import Scenario, ScenarioError, load_scenario, loads_scenario, validate
+    from .outcome import USER_EVENT_MARKS, ExpectationOutcome
+    from .runner import ScenarioResult, SuiteResult, build_actors, run, run_scenario, run_suite
 
 __all__ = [
     "ExpectationOutcome",
@@ -23,14 +25,24 @@ __all__ = [
     "validate",
 ]
 
+_FORMAT = {"Scenario", "ScenarioError", "load_scenario", "loads_scenario", "validate"}
+_OUTCOME = {"ExpectationOutcome", "USER_EVENT_MARKS"}
 _RUNNER = {"ScenarioResult", "SuiteResult", "build_actors", "run", "run_scenario", "run_suite"}
 
 
 def __getattr__(name: str) -> Any:
-    # The runner pulls in the actors (numpy, soxr): import it only when it is asked for, so reading a
-    # recording's metrics or a scenario file stays light.
-    if name in _RUNNER:
-        from . import runner
-
-        return getattr(runner, name)
-    raise AttributeError(f"module 'microturn.scenarios' has no attribute {name!r}")
+    # Everything is imported only when it is asked for: the format pulls in the assembly and the actors (numpy,
+    # soxr), and the pytest plugin (``microturn.scenarios.pytest_plugin``, loaded by every pytest run where
+    # microturn is installed) must not make each pytest start pay for that.
+    module: Any
+    if name in _FORMAT:
+        from . import format as module
+    elif name in _OUTCOME:
+        from . import outcome as module  # type: ignore[no-redef]
+    elif name in _RUNNER:
+        from . import runner as module  # type: ignore[no-redef]
+    elif name == "ScenarioBuilder":
+        from . import builder as module  # type: ignore[no-redef]
+    else:
+        raise AttributeError(f"module 'microturn.scenarios' has no attribute {name!r}")
+    return getattr(module, name)

@@ -1,12 +1,14 @@
 """``microturn run``: run scenarios in lockstep virtual time.
 
-    microturn run SCENARIO... [--model NAME] [--record FILE] [--report FILE.html] [--wav FILE]
-    microturn run --suite DIR [--model NAME]
+    microturn run SCENARIO... [--model NAME] [--record FILE] [--report FILE.html] [--wav FILE] [--json FILE]
+    microturn run --suite DIR [--model NAME] [--json FILE]
 
 Prints, per scenario, a compact timeline, the metrics and the expectations; for a suite, one table per
-category. Exit status: 0 when every expectation held, 1 when one failed (each failure is named with what was
-observed), 2 for a scenario that cannot be loaded or run. Progress goes to stderr; stdout is a function of
-the scenarios alone, so the same run twice prints the same text.
+category. ``--json FILE`` also writes one JSON object per scenario (JSON Lines, see
+:mod:`microturn.scenarios.results`). Exit status: 0 when every expectation held, 1 when one failed (each
+failure is named with what was observed), 2 for a scenario that cannot be loaded or run, 4 when none failed
+but a judged expectation could not be judged (no judge configured, or no usable answer): not a pass. Progress
+goes to stderr; stdout is a function of the scenarios alone, so the same run twice prints the same text.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--record", metavar="FILE", help="write the session's recording (one scenario)")
     run.add_argument("--report", metavar="FILE.html", help="write an HTML report (one scenario)")
     run.add_argument("--wav", metavar="FILE", help="write the session's audio as a stereo WAV (one scenario)")
+    run.add_argument("--json", metavar="FILE", dest="json_file",
+                     help="write one JSON object per scenario to FILE (JSON Lines): verdicts with their reasons, "
+                     "the metrics and per-turn timing")
     run.set_defaults(fn=run_command)
     return run
 
@@ -89,33 +94,83 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"error: --{single_only[0]} needs exactly one scenario", file=sys.stderr)
         return 2
 
-    if args.suite:
-        suite = run_suite(args.suite, model=args.model, progress=_Progress(), tools=args.tools, actors=args.actor)
-    else:
-        results = []
-        for i, file in enumerate(files):
-            result = run_scenario(file, model=args.model, record=args.record, report=args.report, wav=args.wav,
-                                  tools=args.tools, actors=args.actor)
-            if i:
-                print()
-            print(format_result(result))
-            results.append(result)
-        if args.record:
-            print(f"recorded to {args.record}: replay it with `microturn replay {args.record}`")
-        if args.report:
-            print(f"wrote the report to {args.report}")
-        if args.wav:
-            print(f"wrote the session's audio to {args.wav} (user left, assistant right)")
-        if len(results) == 1:
-            return 0 if results[0].ok else 1
-        suite = SuiteResult("(command line)", results, [])
-        print()
-    print(format_suite(suite))
-    failed = [(r.scenario.name, o) for r in suite.results for o in r.outcomes if not o.ok]
-    if failed:
-        print("\nfailed expectations:")
-        for name, outcome in failed:
-            print(f"  {name}: {outcome.name}: {outcome.observed}")
+    json_out = _open_json(args.json_file)
+    if json_out is False:
+        return 2
+    try:
+        if args.suite:
+            suite = run_suite(args.suite, model=args.model, progress=_Progress(), tools=args.tools, actors=args.actor)
+        else:
+            results = []
+            for i, file in enumerate(files):
+                result = run_scenario(file, model=args.model, record=args.record, report=args.report, wav=args.wav,
+                                      tools=args.tools, actors=args.actor)
+                if i:
+                    print()
+                print(format_result(result))
+                results.append(result)
+            if args.record:
+                print(f"recorded to {args.record}: replay it with `microturn replay {args.record}`")
+            if args.report:
+                print(f"wrote the report to {args.report}")
+            if args.wav:
+                print(f"wrote the session's audio to {args.wav} (user left, assistant right)")
+            suite = SuiteResult("(command line)", results, [])
+            if len(results) == 1:
+                _write_json(json_out, suite, args.json_file)
+                return _status(suite)
+            print()
+        print(format_suite(suite))
+        failed = [(r.scenario.name, o) for r in suite.results for o in r.failures]
+        if failed:
+            print("\nfailed expectations:")
+            for name, outcome in failed:
+                print(f"  {name}: {outcome.name}: {outcome.observed}")
+        unjudged = [(r.scenario.name, o) for r in suite.results for o in r.not_judged]
+        if unjudged:
+            print("\nnot judged (not a pass):")
+            for name, outcome in unjudged:
+                print(f"  {name}: {outcome.name}: {outcome.observed}")
+        _write_json(json_out, suite, args.json_file)
+        return _status(suite)
+    finally:
+        if json_out:
+            json_out.close()
+
+
+EXIT_NOT_JUDGED = 4
+"""``microturn run`` exits with this when no expectation failed but a judged one could not be judged."""
+
+
+def _status(suite: Any) -> int:
     if suite.errors:
         return 2
-    return 0 if suite.ok else 1
+    verdicts = {r.verdict for r in suite.results}
+    if "fail" in verdicts:
+        return 1
+    return EXIT_NOT_JUDGED if "not judged" in verdicts else 0
+
+
+def _open_json(path: str | None) -> Any:
+    """The --json file opened for writing before anything runs (a bad path is a usage error, not a lost run);
+    None without --json, False (after an error message) when it cannot be opened."""
+    if path is None:
+        return None
+    try:
+        return open(path, "w", encoding="utf-8")  # closed by run_command
+    except OSError as exc:
+        print(f"error: --json {path}: cannot write it: {exc.strerror}", file=sys.stderr)
+        return False
+
+
+def _write_json(out: Any, suite: Any, path: str | None) -> None:
+    if not out:
+        return
+    from .results import dumps, error_record, result_record
+
+    for result in suite.results:
+        out.write(dumps(result_record(result)) + "\n")
+    for file, error in suite.errors:
+        out.write(dumps(error_record(file, error)) + "\n")
+    out.flush()
+    print(f"wrote {len(suite.results) + len(suite.errors)} result(s) to {path}", file=sys.stderr)

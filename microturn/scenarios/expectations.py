@@ -19,7 +19,10 @@ Each kind (see :mod:`microturn.scenarios.format`):
   within the budget;
 - ``says`` / ``does_not_say``: an utterance as heard matches the pattern (case-insensitive search); with
   ``start`` / ``end``, only utterances whose first word is heard in [start, end) count;
-- ``tool_called`` / ``no_tool_called``: a ``ToolCall`` (of ``tool``) was, or was not, published.
+- ``tool_called`` / ``no_tool_called``: a ``ToolCall`` (of ``tool``) was, or was not, published;
+- ``judged``: the ``Verdict`` message the runner published for it (a judge model's decision, see
+  :mod:`microturn.scenarios.judge`): pass or fail, or *not judged* (never passed) when there is none or it
+  says ``not_judged``. Judging reads the recorded verdict, so it needs no model.
 
 The observed text says exactly what happened, with times in seconds and latencies in ms.
 """
@@ -41,12 +44,14 @@ from microturn.messages import (
     SpeechStarted,
     ToolCall,
     ToolResult,
+    Verdict,
 )
 
 from .format import (
     TICK_PERIOD,
     DoesNotSay,
     HeardWithin,
+    Judged,
     KeepsSpeaking,
     NoToolCalled,
     RespondsWithin,
@@ -212,6 +217,8 @@ def expectation_name(expectation: object) -> str:
             return f"calls no {tool or 'tool'}"
         case ToolCalled(tool=tool):
             return f"calls {tool or 'a tool'}"
+        case Judged(criterion=criterion):
+            return f"judged: {_quote(criterion, 80)}"
     return type(expectation).__name__
 
 
@@ -309,7 +316,25 @@ def judge(
     """Judge every expectation of ``scenario`` against the session's ``messages``; ``event_times`` (id ->
     (start, end)) resolves ``event:ID`` references (the runner knows them; a recording alone does not)."""
     seen = observe(messages, period)
-    return [_judge_one(e, seen, event_times) for e in scenario.expect]
+    verdicts = {m.expectation: m for m in messages if isinstance(m, Verdict)}
+    return [
+        _judged(e, verdicts.get(i)) if isinstance(e, Judged) else _judge_one(e, seen, event_times)
+        for i, e in enumerate(scenario.expect)
+    ]
+
+
+def _judged(e: Judged, verdict: Verdict | None) -> ExpectationOutcome:
+    """A judged expectation, from the verdict the session recorded (the model is not asked again)."""
+    name = expectation_name(e)
+    if verdict is None:
+        return ExpectationOutcome(name=name, ok=False, time=None, judged=False,
+                                  observed="not judged: the session holds no verdict for it")
+    # no time: a criterion is about the whole conversation, not one instant of it
+    if verdict.verdict == "not_judged":
+        return ExpectationOutcome(name=name, ok=False, time=None, judged=False, observed=f"not judged: {verdict.reason}")
+    by = f"judge {verdict.judge}" if verdict.judge else "judge"
+    return ExpectationOutcome(name=name, ok=verdict.verdict == "pass", time=None,
+                              observed=f"{by}: {verdict.verdict}: {verdict.reason}")
 
 
 def _outcome(expectation: object, ok: bool, time: float | None, observed: str) -> ExpectationOutcome:

@@ -110,6 +110,7 @@ __all__ = [
     "DoesNotSay",
     "ToolCalled",
     "NoToolCalled",
+    "Judged",
     "AnyExpectation",
     "EVENT_KINDS",
     "EXPECTATION_KINDS",
@@ -480,8 +481,18 @@ class NoToolCalled(ToolCalled, frozen=True, kw_only=True, tag="no_tool_called"):
     """The assistant called no tool (or not ``tool``)."""
 
 
+class Judged(Expectation, frozen=True, kw_only=True, tag="judged"):
+    """A ``criterion`` in plain words ("the assistant apologised and offered another time"), decided by an
+    OpenAI-compatible chat model reading the conversation as the user heard it (see
+    :mod:`microturn.scenarios.judge`). The verdict goes into the recording; with no judge configured the
+    expectation is *not judged*, never passed."""
+
+    criterion: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
 AnyExpectation = Union[
-    RespondsWithin, SilentBetween, StopsWithin, KeepsSpeaking, HeardWithin, Says, DoesNotSay, ToolCalled, NoToolCalled
+    RespondsWithin, SilentBetween, StopsWithin, KeepsSpeaking, HeardWithin, Says, DoesNotSay, ToolCalled, NoToolCalled,
+    Judged,
 ]
 EXPECTATION_KINDS = {cls.__struct_config__.tag: cls for cls in AnyExpectation.__args__}  # type: ignore[attr-defined]
 """Each expectation class by its ``kind``."""

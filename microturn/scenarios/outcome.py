@@ -14,12 +14,23 @@ __all__ = ["ExpectationOutcome", "USER_EVENT_MARKS"]
 class ExpectationOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """One expectation of a scenario, judged: its name (as the scenario wrote it), whether it held, the session
     time it refers to (None when it never got a time, e.g. the event it waits for never happened), and what
-    was observed, in words."""
+    was observed, in words.
+
+    ``judged`` is False for a judged expectation (``kind = "judged"``) that no judge model decided: it is then
+    never ``ok`` (not judged is not passed), and it is not a failure either (see :attr:`verdict`)."""
 
     name: str
     ok: bool
     time: float | None
     observed: str
+    judged: bool = True
+
+    @property
+    def verdict(self) -> str:
+        """``pass``, ``fail`` or ``not judged``."""
+        if not self.judged:
+            return "not judged"
+        return "pass" if self.ok else "fail"
 
 
 USER_EVENT_MARKS = {

@@ -50,9 +50,11 @@ from microturn.messages import (
 )
 from microturn.runtime import Actor, MicroturnError, Recording, RecordingHeader, open_session, run_lockstep
 
-from .expectations import Observed, judge, observe
+from .expectations import Observed, observe
+from .expectations import judge as judge_expectations
 from .format import (
     TICK_PERIOD,
+    Judged,
     Scenario,
     ScenarioError,
     ToolCalled,
@@ -60,6 +62,7 @@ from .format import (
     encode_scenario,
     load_scenario,
 )
+from .judge import Judge, judge_from_env, verdicts
 from .outcome import ExpectationOutcome
 from .scripted_world import DEFAULT_TOOLS, ScriptedBackground, ScriptedToolRunner
 from .triggers import Director, Fired, Plan, prepare_plans
@@ -188,13 +191,26 @@ class ScenarioResult:
 
     @property
     def ok(self) -> bool:
-        """Whether every expectation held."""
+        """Whether every expectation held (one not judged did not: see :attr:`verdict`)."""
         return all(o.ok for o in self.outcomes)
 
     @property
     def failures(self) -> list[ExpectationOutcome]:
-        """The expectations that failed."""
-        return [o for o in self.outcomes if not o.ok]
+        """The expectations that failed (not those that were not judged)."""
+        return [o for o in self.outcomes if not o.ok and o.judged]
+
+    @property
+    def not_judged(self) -> list[ExpectationOutcome]:
+        """The judged expectations no judge decided."""
+        return [o for o in self.outcomes if not o.judged]
+
+    @property
+    def verdict(self) -> str:
+        """``pass`` (every expectation held), ``fail`` (one failed), or ``not judged`` (none failed, but a
+        judged one was not decided: not a pass)."""
+        if self.failures:
+            return "fail"
+        return "not judged" if self.not_judged else "pass"
 
     @property
     def observed(self) -> Observed:
@@ -220,12 +236,18 @@ async def run(
     path: str | None = None,
     tools: Sequence[str] = (),
     actors: Sequence[str] = (),
+    judge: Judge | None | str = "env",
 ) -> ScenarioResult:
     """Run ``scenario`` inside an already running trio with a MockClock (pytest-trio's ``autojump_clock``, or
     :func:`microturn.runtime.run_lockstep`). ``plans`` are the prepared timeline (prepared here if not given:
     speech synthesis runs then, off the session's clock). ``tools`` are more tool modules (``--tools``),
-    ``actors`` ``MODULE:FACTORY`` plugins (``--actor``); both go into the recording, so replay needs them named."""
+    ``actors`` ``MODULE:FACTORY`` plugins (``--actor``); both go into the recording, so replay needs them named.
+    ``judge`` decides judged expectations (``"env"``: the one the environment configures, see
+    :mod:`microturn.scenarios.judge`; None: none, they are not judged); its verdicts are published into the
+    session at its end, so the recording holds them."""
     scenario = with_tool_modules(scenario, tools)
+    if judge == "env":
+        judge = _env_judge() if any(isinstance(e, Judged) for e in scenario.expect) else None
     name = model or scenario.model.name
     params: dict[str, Any] = {"scenario": encode_scenario(scenario), "model": name, "render_audio": wav is not None}
     if actors:
@@ -254,8 +276,11 @@ async def run(
     ) as session:
         director.attach(session)
         await session.run_for(scenario.duration)
+        fired = sorted(director.fired.values(), key=lambda f: (f.start, f.index))
+        for verdict in verdicts(judge, scenario, messages, fired):  # type: ignore[arg-type]
+            await session.publish(verdict, source="judge")
         stats = session.stats()
-    outcomes = judge(scenario, messages, event_times=director.event_times())
+    outcomes = judge_expectations(scenario, messages, event_times=director.event_times())
     header = RecordingHeader(
         session_id=scenario.name,
         mode="lockstep",
@@ -281,6 +306,13 @@ async def run(
     )
 
 
+def _env_judge() -> Judge | None:
+    try:
+        return judge_from_env()
+    except ValueError as exc:
+        raise ScenarioError(str(exc), key="MICROTURN_JUDGE_URL") from None
+
+
 def run_scenario(
     scenario: Scenario | str | os.PathLike[str],
     *,
@@ -290,9 +322,11 @@ def run_scenario(
     wav: str | os.PathLike[str] | None = None,
     tools: Sequence[str] = (),
     actors: Sequence[str] = (),
+    judge: Judge | None | str = "env",
 ) -> ScenarioResult:
     """Load (if given a path) and run a scenario in lockstep virtual time; write the recording, the HTML
-    report and the session's stereo WAV when asked; ``tools``/``actors`` are plugins (see :func:`run`).
+    report and the session's stereo WAV when asked; ``tools``/``actors`` are plugins, ``judge`` decides
+    judged expectations (see :func:`run`).
     Raises :class:`ScenarioError` for a bad scenario."""
     path = None
     if not isinstance(scenario, Scenario):
@@ -307,7 +341,7 @@ def run_scenario(
             raise
         raise exc.located(path, None) from None
     result = run_lockstep(lambda: run(scenario, model=model, record=record, wav=wav, plans=plans, path=path,
-                                      tools=tools, actors=actors))
+                                      tools=tools, actors=actors, judge=judge))
     if report is not None:
         from .report import write_report
 
@@ -447,15 +481,23 @@ def format_result(result: ScenarioResult) -> str:
             pass
         out.append("")
     held = sum(o.ok for o in result.outcomes)
-    out.append(f"expectations: {held} of {len(result.outcomes)} held")
+    unjudged = f", {len(result.not_judged)} not judged" if result.not_judged else ""
+    out.append(f"expectations: {held} of {len(result.outcomes)} held{unjudged}")
     for o in result.outcomes:
-        out.append(f"  {'PASS' if o.ok else 'FAIL'}  {o.name}: {o.observed}")
-    if result.ok:
+        out.append(f"  {_LABEL[o.verdict]}  {o.name}: {o.observed}")
+    if result.verdict == "pass":
         out.append(f"PASS {sc.name}")
-    else:
+    elif result.verdict == "fail":
         failures = "; ".join(f"{o.name}: {o.observed}" for o in result.failures)
         out.append(f"FAIL {sc.name}: {len(result.failures)} of {len(result.outcomes)} expectations failed: {failures}")
+    else:
+        names = "; ".join(o.name for o in result.not_judged)
+        out.append(f"NOT JUDGED {sc.name}: no expectation failed, but {len(result.not_judged)} of "
+                   f"{len(result.outcomes)} could not be judged (not a pass): {names}")
     return "\n".join(out)
+
+
+_LABEL = {"pass": "PASS", "fail": "FAIL", "not judged": "N/J "}
 
 
 def _figure(metrics: Any, name: str) -> str:
@@ -480,10 +522,10 @@ def format_suite(suite: SuiteResult) -> str:
         out.append(f"  {'scenario':<{width}}  {'result':<6} {'checks':>6} {'reply s':>8} {'stop s':>7}  first failure")
         for r in rows:
             held = f"{sum(o.ok for o in r.outcomes)}/{len(r.outcomes)}"
-            first = next((f"{o.name}: {o.observed}" for o in r.outcomes if not o.ok), "")
+            first = next((f"{o.name}: {o.observed}" for o in [*r.failures, *r.not_judged]), "")
             first = first if len(first) <= 100 else first[:99] + "…"
             out.append(
-                f"  {r.scenario.name:<{width}}  {'PASS' if r.ok else 'FAIL':<6} {held:>6} "
+                f"  {r.scenario.name:<{width}}  {_LABEL[r.verdict].strip():<6} {held:>6} "
                 f"{_figure(r.metrics, 'response_latency_s'):>8} {_figure(r.metrics, 'stop_latency_s'):>7}  {first}"
             )
         out.append("")
@@ -491,11 +533,13 @@ def format_suite(suite: SuiteResult) -> str:
         out.append(f"ERROR {file}: {error}")
     if suite.errors:
         out.append("")
-    failed = sum(not r.ok for r in suite.results)
+    failed = sum(r.verdict == "fail" for r in suite.results)
+    unjudged = sum(r.verdict == "not judged" for r in suite.results)
     virtual = sum(r.scenario.duration for r in suite.results)
     out.append(
         f"suite {suite.directory}: {len(suite.results) + len(suite.errors)} scenarios, "
-        f"{len(suite.results) - failed} passed, {failed} failed, {len(suite.errors)} could not run; "
-        f"{virtual:g} s of virtual time"
+        f"{len(suite.results) - failed - unjudged} passed, {failed} failed, "
+        + (f"{unjudged} not judged, " if unjudged else "")
+        + f"{len(suite.errors)} could not run; {virtual:g} s of virtual time"
     )
     return "\n".join(out)
