@@ -104,7 +104,10 @@ class SglangError(ModelError):
 
 class ModelServerLost(SglangError):
     """The model server went away: it lost the session (restarted) and the session could not be rebuilt on a
-    new one, or it could not be reached for ``max_failures`` turns in a row."""
+    new one, or it could not be reached for ``max_failures`` turns in a row. ``fatal``: the runtime ends the
+    session with this as its cause, without restarting the actor or logging a traceback."""
+
+    fatal = True
 
 
 class _SessionLost(SglangError):

@@ -252,13 +252,16 @@ class Actor:
                 recent.append(now)
                 while recent and recent[0] <= now - policy.window:
                     recent.popleft()
-                will_restart = started and len(recent) <= policy.max_restarts
+                # A cause marked ``fatal`` (say, the model server went away for good) says plainly what ended the
+                # session: a restart could not help, and a traceback would hide the one line that matters.
+                fatal = bool(getattr(cause, "fatal", False))
+                will_restart = started and not fatal and len(recent) <= policy.max_restarts
                 self.log.error(
                     "actor_failed",
                     error=f"{type(cause).__name__}: {cause}",
                     failures=self.failures,
                     will_restart=will_restart,
-                    exc_info=cause,
+                    **({"fatal": True} if fatal else {"exc_info": cause}),
                 )
                 await self.publish(
                     ActorFailed(

@@ -5,7 +5,7 @@ import trio
 
 from microturn.actors import ClockActor
 from microturn.messages import ActorFailed, ActorRestarted, Interrupt, SessionEnded, Tick, UserText
-from microturn.runtime import Actor, RestartPolicy, SessionFailed, open_session
+from microturn.runtime import Actor, RestartPolicy, SessionFailed, capture_logs, open_session
 
 
 class Worker(Actor):
@@ -193,3 +193,37 @@ async def test_clean_shutdown_leaves_no_task_and_stops_every_actor(autojump_cloc
 
     rec = read_recording(tmp_path / "s.mtrec")
     assert not rec.truncated and isinstance(rec.messages[-1], SessionEnded)
+
+
+async def test_a_fatal_cause_ends_the_session_at_once_without_a_traceback(autojump_clock):
+    class Gone(RuntimeError):
+        """Stands in for ModelServerLost: nothing a restart could mend."""
+
+        fatal = True
+
+    class Doomed(Actor):
+        subscriptions = (UserText,)
+
+        async def on_start(self) -> None:
+            self.starts = getattr(self, "starts", 0) + 1
+
+        async def handle(self, message) -> None:
+            raise Gone("the model server went away")
+
+    doomed = Doomed(name="interaction")
+    seen = []
+    with capture_logs() as logs, pytest.raises(SessionFailed) as info:
+        async with open_session([ClockActor(), doomed], taps=[seen.append]) as session:
+            session.schedule(UserText(text="hi"), at=0.1)
+            await session.run_ticks(10)
+    assert doomed.starts == 1  # never restarted
+    assert isinstance(info.value.cause, Gone) and "the model server went away" in str(info.value)
+    assert [m.will_restart for m in seen if isinstance(m, ActorFailed)] == [False]
+    failed = [e for e in logs if e["event"] == "actor_failed"]
+    assert failed and failed[0]["fatal"] is True and "exc_info" not in failed[0]
+
+
+def test_model_server_lost_is_fatal():
+    from microturn.model.sglang import ModelServerLost
+
+    assert ModelServerLost.fatal is True
