@@ -211,7 +211,7 @@ def test_hmlp_stem_on_known_inputs(model):
 
 def test_moe_routing_picks_top_k_and_the_balance_loss_rewards_uniform_routing(model):
     moe = model.blocks[0].moe
-    x = torch.randn(20, model.cfg.d_model)
+    x = torch.randn(20, model.cfg.d_model, generator=torch.Generator().manual_seed(20))
     logits, ids, weights = moe.route(x, exact=True)
     assert ids.shape == (20, 2) and torch.equal(ids, torch.topk(logits, 2).indices)
     torch.testing.assert_close(weights.sum(-1), torch.ones(20))
@@ -229,7 +229,7 @@ def test_moe_routing_picks_top_k_and_the_balance_loss_rewards_uniform_routing(mo
 
 def test_shapes_and_window_mask_of_the_fast_path(model):
     cfg = model.cfg
-    tokens = torch.randint(0, 256, (2, 70))
+    tokens = torch.randint(0, 256, (2, 70), generator=torch.Generator().manual_seed(70))
     out = model(tokens)
     assert out.logits.shape == (2, 70, cfg.vocab_size) and out.hidden.shape == (2, 70, cfg.d_model)
     # causal: changing a later token leaves earlier logits alone
@@ -273,7 +273,7 @@ def test_flow_head_learns_a_conditional_target_and_samples():
     torch.manual_seed(0)
     cfg = tiny()
     model = InteractionModel(cfg)
-    cond = torch.randn(64, cfg.d_model)
+    cond = torch.randn(64, cfg.d_model, generator=torch.Generator().manual_seed(64))
     data = cond[:, : cfg.flow_dim].repeat(1, -(-cfg.flow_dim // cfg.d_model))[:, : cfg.flow_dim] * 0.5
     opt = torch.optim.Adam(model.flow.parameters(), lr=3e-3)
     def held_out():
