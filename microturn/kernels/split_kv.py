@@ -199,9 +199,10 @@ def split_kv_attention_reference(
 ) -> torch.Tensor:
     """Split-KV attention in torch (see the module docstring); bitwise batch- and chunking-invariant.
 
-    Query rows go through in fixed blocks of 16, keys in fixed absolute tiles inside each split, and exp and
-    sums use the elementwise-deterministic helpers, so every GEMM and reduction has one fixed shape and a key
-    tile or split with nothing for a row leaves that row's state bit for bit.
+    Query rows go through in blocks of 16 absolute positions (a token's row in its block is fixed by its
+    position), keys in fixed absolute tiles inside each split, and exp and sums use the elementwise-deterministic
+    helpers, so every GEMM and reduction has one fixed shape and a key tile or split with nothing for a row
+    leaves that row's state bit for bit.
     """
     a = _prepare(q, k_cache, v_cache, block_table, seq_lens, query_start, scale, causal, window, split_size)
     hq, dh, size = a.sizes["Hq"], a.sizes["Dh"], a.split_size
@@ -213,13 +214,18 @@ def split_kv_attention_reference(
     for b, length in enumerate(lens):
         first_row, n_b = qs[b], qs[b + 1] - qs[b]
         tiles: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for r0 in range(0, n_b, ROW_BLOCK):
-            rows = min(ROW_BLOCK, n_b - r0)
-            pos = torch.arange(ROW_BLOCK, device=dev).clamp(max=rows - 1) + (length - n_b + r0)
+        first_pos = length - n_b
+        # Row blocks sit at absolute multiples of 16 positions, as in the Triton kernel: a token's row in its
+        # GEMMs depends on its position alone, never on where the chunk that brought it began.
+        for p0 in range(first_pos // ROW_BLOCK * ROW_BLOCK, length if n_b else first_pos, ROW_BLOCK):
+            lo_row, hi_row = max(p0, first_pos) - p0, min(p0 + ROW_BLOCK, length) - p0  # valid rows of the block
+            # Padding rows take the nearest valid row's position, so every row sees at least one key (no NaN).
+            pos = torch.arange(ROW_BLOCK, device=dev).clamp(lo_row, hi_row - 1) + p0
             q_block = q.new_zeros(ROW_BLOCK, hq, dh, dtype=torch.float32)
-            q_block[:rows] = q[first_row + r0 : first_row + r0 + rows].float()
+            q_first = first_row + p0 + lo_row - first_pos
+            q_block[lo_row:hi_row] = q[q_first : q_first + hi_row - lo_row].float()
             q_heads = q_block.transpose(0, 1).contiguous()  # [Hq, 16, Dh]
-            lo_key = max(0, int(pos[0]) - a.window + 1) if a.window else 0
+            lo_key = max(0, int(pos[0]) - a.window + 1) if a.window else 0  # pos[0], pos[-1]: valid rows
             hi_key = int(pos[-1]) + 1 if a.causal else length
             m = torch.full((hq, ROW_BLOCK), float("-inf"), device=dev)
             l_sum = torch.zeros(hq, ROW_BLOCK, device=dev)
@@ -257,7 +263,7 @@ def split_kv_attention_reference(
                 l_sum = l_sum * alpha + l_s * beta
                 m = m_new
             res = acc / l_sum[..., None]
-            out[first_row + r0 : first_row + r0 + rows] = res.transpose(0, 1)[:rows].to(q.dtype)
+            out[q_first : q_first + hi_row - lo_row] = res.transpose(0, 1)[lo_row:hi_row].to(q.dtype)
     return out
 
 

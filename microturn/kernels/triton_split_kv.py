@@ -1,10 +1,19 @@
 """Triton split-KV attention kernels; imported only when the Triton backend is first used.
 
-The partial kernel runs one program per (session, block of 16 of its new tokens, KV head, split). The rows of
-its dots are (token, query head of the KV group) pairs; keys stream in tiles aligned to absolute multiples of
-the tile size, and each row's online softmax is masked to that row's own key range. A row's bits therefore do
-not depend on which other tokens share its block: tiles outside its range are exact no-ops (weight 1 for the
-state, 0 for the tile) and a dot's rows never mix. The merge kernel then folds each row's splits left to right.
+The partial kernel runs one program per (session, block of 16 absolute positions holding some of its new
+tokens, KV head, split). The rows of its dots are (token, query head of the KV group) pairs, and the token at
+absolute position p always sits in row block p // 16 at row (p % 16) * GROUP_PAD + g, however the sequence was
+chunked; keys stream in tiles aligned to absolute multiples of the tile size, and each row's online softmax is
+masked to that row's own key range. A row's bits therefore do not depend on which other tokens share its block:
+tiles outside its range are exact no-ops (weight 1 for the state, 0 for the tile) and a dot's rows never mix.
+The merge kernel then folds each row's splits left to right.
+
+Why absolute row blocks and not blocks counted from the chunk's first token: a dot's per-element arithmetic may
+depend on where the element sits in the tile. Under TRITON_INTERPRET=1, tl.dot is numpy.matmul, i.e. OpenBLAS
+sgemm, whose Haswell kernels sum some rows' products in one FMA chain and others in two interleaved chains
+(docs/decisions.md, "Interpreter dots depend on the row's place in the tile"); a token at row 3 of one launch
+and row 9 of another then differs in the last bit. With the row fixed by the position, both launches run the
+same tile shape with the token in the same row, so they get the same bits on any dot.
 """
 
 from __future__ import annotations
@@ -49,16 +58,18 @@ def _split_partial_kernel(
     first_tok = tl.load(qs_ptr + b)
     end_tok = tl.load(qs_ptr + b + 1)
     length = tl.load(lens_ptr + b)
-    t0 = first_tok + (pid % blocks_per_session) * BLOCK_M
-    if t0 >= end_tok:
+    first_pos = length - (end_tok - first_tok)  # absolute position of the session's first new token
+    # Row 0 of this block sits at an absolute multiple of BLOCK_M, so a token's row depends on its position only.
+    pos0 = (first_pos // BLOCK_M + pid % blocks_per_session) * BLOCK_M
+    if (pos0 >= length) | (first_tok >= end_tok):
         return
-    pos0 = length - (end_tok - first_tok) + (t0 - first_tok)  # absolute position of token t0
+    t0 = first_tok + (pos0 - first_pos)  # token index of row 0; below first_tok in a chunk's first block
 
     r = tl.arange(0, BLOCK_M * GROUP_PAD)
     tok_off = r // GROUP_PAD
     g = r % GROUP_PAD
     tok = t0 + tok_off
-    row_ok = (tok < end_tok) & (g < GROUP)
+    row_ok = (tok >= first_tok) & (tok < end_tok) & (g < GROUP)
     pos = pos0 + tok_off
     if CAUSAL:
         key_end = pos + 1
@@ -77,12 +88,13 @@ def _split_partial_kernel(
     split_lo = s * SPLIT
     lo_r = tl.maximum(key_start, split_lo)
     hi_r = tl.minimum(key_end, split_lo + SPLIT)
-    last_tok = tl.minimum(end_tok - t0, BLOCK_M) - 1
+    first_row_pos = tl.maximum(pos0, first_pos)  # positions of the block's first and last valid tokens
+    last_row_pos = tl.minimum(pos0 + BLOCK_M, length) - 1
     lo = split_lo
     if HAS_WINDOW:
-        lo = tl.maximum(split_lo, pos0 - window + 1)
+        lo = tl.maximum(split_lo, first_row_pos - window + 1)
     if CAUSAL:
-        hi = tl.minimum(split_lo + SPLIT, pos0 + last_tok + 1)
+        hi = tl.minimum(split_lo + SPLIT, last_row_pos + 1)
     else:
         hi = tl.minimum(split_lo + SPLIT, length)
     if lo >= hi:
@@ -191,8 +203,9 @@ def split_kv_attention(
     block_table = block_table if block_table.stride(1) == 1 else block_table.contiguous()
     group = hq // hkv
     # The grid comes from host-known bounds (capacity, N) so no length is read back; spare programs exit at once.
+    # n_b <= N new tokens at any offset span at most (n_b + 14) // 16 + 1 absolute 16-position blocks.
     num_splits = triton.cdiv(block_table.shape[1] * block_size, split_size)
-    blocks_per_session = triton.cdiv(n, BLOCK_TOKENS)
+    blocks_per_session = (n + BLOCK_TOKENS - 2) // BLOCK_TOKENS + 1
     block_n, num_warps = launch_config(group, split_size)
     o_part = torch.empty(n, hq, num_splits, dh, dtype=torch.float32, device=q.device)
     ml_part = torch.empty(n, hq, num_splits, 2, dtype=torch.float32, device=q.device)

@@ -79,7 +79,7 @@ def test_matches_naive(backend, dtype, hq, hkv, dh, window):
     cache = Cache(hkv, dh, dtype)
     length, new = 37, 5
     table, k, v = _filled(cache, length, hq)
-    q = torch.randn(new, hq, dh).to(dtype)
+    q = torch.randn(new, hq, dh, generator=cache.gen).to(dtype)
     got = attention(q, cache.k, cache.v, table, length, split_size=16, window=window, backend=backend)
     assert got.dtype == dtype and got.shape == q.shape
     torch.testing.assert_close(got.double(), _naive(q, k, v, length - new, window), atol=TOL[dtype], rtol=TOL[dtype])
@@ -89,7 +89,7 @@ def test_matches_naive(backend, dtype, hq, hkv, dh, window):
 def test_non_causal_and_default_split(backend):
     cache = Cache(2, 8, torch.float32)
     table, k, v = _filled(cache, 21, 4)
-    q = torch.randn(3, 4, 8)
+    q = torch.randn(3, 4, 8, generator=cache.gen)
     got = attention(q, cache.k, cache.v, table, 21, causal=False, backend=backend)
     torch.testing.assert_close(got.double(), _naive(q, k, v, 18, causal=False), atol=2e-5, rtol=2e-5)
 
@@ -102,7 +102,7 @@ def test_batch_of_sessions_matches_each_session_alone_bitwise(backend):
     for length, new in zip(lengths, news, strict=True):
         table, _, _ = _filled(cache, length, 4)
         tables.append(table)
-        qs.append(torch.randn(new, 4, 8))
+        qs.append(torch.randn(new, 4, 8, generator=cache.gen))
     starts = [0]
     for new in news:
         starts.append(starts[-1] + new)
@@ -128,12 +128,12 @@ def test_batch_of_sessions_matches_each_session_alone_bitwise(backend):
 def test_decode_batch_invariance_bitwise(backend, dtype):
     cache = Cache(1, 8, dtype, max_blocks=10, seed=3)
     table0, _, _ = _filled(cache, 33, 2)
-    q0 = torch.randn(1, 2, 8).to(dtype)
+    q0 = torch.randn(1, 2, 8, generator=cache.gen).to(dtype)
     alone = attention(q0, cache.k, cache.v, table0, 33, split_size=16, backend=backend)
     others = [(*_filled(cache, 5 + 2 * i, 2)[:1], 5 + 2 * i) for i in range(4)]
     for size in range(2, 17):
         at = size % 3
-        rows = [torch.randn(1, 2, 8).to(dtype) for _ in range(size)]
+        rows = [torch.randn(1, 2, 8, generator=cache.gen).to(dtype) for _ in range(size)]
         tables = [others[i % 4][0] for i in range(size)]
         lengths = [others[i % 4][1] for i in range(size)]
         rows.insert(at, q0)
@@ -160,7 +160,7 @@ def test_chunked_prefill_equals_one_pass_bitwise(backend, dtype, window, chunk):
     cache = Cache(2, 8, dtype, max_blocks=14, seed=7)
     length = 50
     k, v = cache.tokens(length)
-    q = torch.randn(length, 4, 8).to(dtype)
+    q = torch.randn(length, 4, 8, generator=cache.gen).to(dtype)
     one_table, _, _ = cache.new_session()
     kv_cache_write(cache.k, cache.v, one_table, 0, k, v)
     one_pass = attention(q, cache.k, cache.v, one_table, length, split_size=16, window=window, backend=backend)
@@ -184,7 +184,7 @@ def test_several_key_tiles_per_split(backend, window, monkeypatch):
     cache = Cache(1, 16, torch.float32, max_blocks=38, seed=11, num_blocks=80)
     length, split = 150, 128
     k, v = cache.tokens(length)
-    q = torch.randn(length, 2, 16)
+    q = torch.randn(length, 2, 16, generator=cache.gen)
     one_table, _, _ = cache.new_session()
     kv_cache_write(cache.k, cache.v, one_table, 0, k, v)
     one_pass = attention(q, cache.k, cache.v, one_table, length, split_size=split, window=window, backend=backend)
@@ -206,16 +206,17 @@ def test_decode_split_default_is_a_valid_split():
 def _good():
     cache = Cache(2, 8, torch.float32, max_blocks=4)
     table, _, _ = _filled(cache, 10, 4)
-    return dict(q=torch.randn(2, 4, 8), k_cache=cache.k, v_cache=cache.v, block_table=table, seq_lens=10)
+    q = torch.randn(2, 4, 8, generator=cache.gen)
+    return dict(q=q, k_cache=cache.k, v_cache=cache.v, block_table=table, seq_lens=10)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (dict(q=torch.randn(2, 3, 8)), r"q: expected a number of heads Hq that is a multiple of the KV heads Hkv=2"),
-        (dict(q=torch.randn(2, 4, 9)), r"k_cache: expected shape \[num_blocks, block_size, Hkv, Dh=9\]"),
-        (dict(q=torch.randn(2, 4, 8, dtype=torch.float16)), "k_cache: expected dtype torch.float16"),
-        (dict(q=torch.randn(2, 32)), r"q: expected a 3-d tensor of shape \[N, Hq, Dh\]"),
+        (dict(q=torch.zeros(2, 3, 8)), r"q: expected a number of heads Hq that is a multiple of the KV heads Hkv=2"),
+        (dict(q=torch.zeros(2, 4, 9)), r"k_cache: expected shape \[num_blocks, block_size, Hkv, Dh=9\]"),
+        (dict(q=torch.zeros(2, 4, 8, dtype=torch.float16)), "k_cache: expected dtype torch.float16"),
+        (dict(q=torch.zeros(2, 32)), r"q: expected a 3-d tensor of shape \[N, Hq, Dh\]"),
         (dict(block_table=torch.zeros(4)), "block_table: expected dtype in"),
         (dict(seq_lens=17), r"seq_lens: expected seq_lens\[0\] between .* capacity 16 .* got 17"),
         (dict(seq_lens=1), r"seq_lens: expected seq_lens\[0\] between the session's 2 new tokens"),

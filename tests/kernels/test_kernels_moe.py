@@ -55,7 +55,7 @@ def _naive(x, ids, weights, w_gate_up, w_down):
 def test_gemv_matches_naive(backend, dtype, t):
     w_gate_up, w_down = _weights(dtype)
     ids, weights = _routing(t)
-    x = torch.randn(t, D).to(dtype)
+    x = torch.randn(t, D, generator=torch.Generator().manual_seed(10 + t)).to(dtype)
     got = moe_gemv(x, ids, weights, w_gate_up, w_down, backend=backend)
     assert got.dtype == dtype and got.shape == (t, D)
     torch.testing.assert_close(
@@ -68,7 +68,7 @@ def test_gemv_matches_naive(backend, dtype, t):
 def test_grouped_gemm_baseline_matches_gemv(backend, dtype):
     w_gate_up, w_down = _weights(dtype)
     ids, weights = _routing(7)
-    x = torch.randn(7, D).to(dtype)
+    x = torch.randn(7, D, generator=torch.Generator().manual_seed(7)).to(dtype)
     want = moe_gemv_reference(x, ids, weights, w_gate_up, w_down)
     got = moe_grouped_gemm(x, ids, weights, w_gate_up, w_down, backend=backend)
     torch.testing.assert_close(got.float(), want.float(), atol=2 * TOL[dtype], rtol=2 * TOL[dtype])
@@ -78,7 +78,7 @@ def test_grouped_gemm_baseline_matches_gemv(backend, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_batch_invariance_bitwise(backend, dtype):
     w_gate_up, w_down = _weights(dtype, seed=4)
-    x_all = torch.randn(17, D).to(dtype)
+    x_all = torch.randn(17, D, generator=torch.Generator().manual_seed(17)).to(dtype)
     ids_all, weights_all = _routing(17, seed=5)
     alone = moe_gemv(x_all[:1], ids_all[:1], weights_all[:1], w_gate_up, w_down, backend=backend)
     for others in range(2, 17):
@@ -93,9 +93,10 @@ def test_batch_invariance_bitwise(backend, dtype):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_experts_duplicates_and_no_tokens(backend):
     w_gate_up, w_down = _weights(torch.float32, e=8)
-    x = torch.randn(4, D)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(4, D, generator=g)
     ids = torch.tensor([[7, 7, 2], [2, 7, 7], [7, 2, 2], [2, 2, 7]])  # experts 0,1,3..6 get nothing
-    weights = torch.rand(4, 3)
+    weights = torch.rand(4, 3, generator=g)
     got = moe_gemv(x, ids, weights, w_gate_up, w_down, backend=backend)
     torch.testing.assert_close(got.double(), _naive(x, ids, weights, w_gate_up, w_down), atol=2e-5, rtol=2e-5)
     # Poisoning the unused experts changes nothing: they are never read.
@@ -109,9 +110,10 @@ def test_empty_experts_duplicates_and_no_tokens(backend):
 @requires_triton
 def test_grouped_gemm_with_empty_experts():
     w_gate_up, w_down = _weights(torch.float32, e=8)
-    x = torch.randn(3, D)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, D, generator=g)
     ids = torch.tensor([[5, 1, 1], [5, 5, 1], [1, 5, 5]], dtype=torch.int32)
-    weights = torch.rand(3, 3)
+    weights = torch.rand(3, 3, generator=g)
     torch.testing.assert_close(
         moe_grouped_gemm(x, ids, weights, w_gate_up, w_down, backend="triton"),
         moe_gemv_reference(x, ids, weights, w_gate_up, w_down),
@@ -134,21 +136,22 @@ def test_align_block_size_sorts_and_pads():
 def _good():
     w_gate_up, w_down = _weights(torch.float32)
     ids, weights = _routing(2)
-    return dict(x=torch.randn(2, D), topk_ids=ids, topk_weights=weights, w_gate_up=w_gate_up, w_down=w_down)
+    x = torch.randn(2, D, generator=torch.Generator().manual_seed(2))
+    return dict(x=x, topk_ids=ids, topk_weights=weights, w_gate_up=w_gate_up, w_down=w_down)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (dict(x=torch.randn(2, D + 1)), r"w_gate_up: expected shape \[E, 2F, D=41\], got \[6, 48, 40\]"),
-        (dict(x=torch.randn(3, D)), r"topk_ids: expected shape \[T=3, k\], got \[2, 3\]"),
+        (dict(x=torch.zeros(2, D + 1)), r"w_gate_up: expected shape \[E, 2F, D=41\], got \[6, 48, 40\]"),
+        (dict(x=torch.zeros(3, D)), r"topk_ids: expected shape \[T=3, k\], got \[2, 3\]"),
         (dict(topk_ids=torch.zeros(2, 3)), "topk_ids: expected dtype in"),
         (dict(topk_ids=torch.full((2, 3), E, dtype=torch.int64)), r"topk_ids: expected expert ids in \[0, E=6\)"),
         (dict(topk_weights=torch.ones(2, 4)), r"topk_weights: expected shape \[T=2, k=3\]"),
         (dict(w_down=torch.zeros(E, D, F + 1)), r"w_down: expected shape \[E=6, D=40, F=24\]"),
         (dict(w_gate_up=torch.zeros(E, 2 * F + 1, D)), "even second dimension"),
         (dict(w_down=torch.zeros(E, D, F, dtype=torch.float16)), "w_down: expected dtype torch.float32"),
-        (dict(x=torch.randn(2, D, 1)), r"x: expected a 2-d tensor of shape \[T, D\]"),
+        (dict(x=torch.zeros(2, D, 1)), r"x: expected a 2-d tensor of shape \[T, D\]"),
     ],
 )
 def test_bad_input(change, message):

@@ -25,9 +25,9 @@ def _naive(x: torch.Tensor, w: torch.Tensor | None, eps: float) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize(("rows", "d"), [(1, 1), (5, 37), (3, 1030)])
 def test_matches_naive(backend, dtype, rows, d):
-    torch.manual_seed(rows * 1000 + d)
-    x = torch.randn(rows, d).to(dtype)
-    w = torch.randn(d).to(dtype)
+    g = torch.Generator().manual_seed(rows * 1000 + d)
+    x = torch.randn(rows, d, generator=g).to(dtype)
+    w = torch.randn(d, generator=g).to(dtype)
     got = rms_norm(x, w, 1e-5, backend=backend)
     assert got.dtype == dtype and got.shape == x.shape
     torch.testing.assert_close(got.double(), _naive(x, w, 1e-5), atol=TOL[dtype], rtol=TOL[dtype])
@@ -36,20 +36,20 @@ def test_matches_naive(backend, dtype, rows, d):
 @requires_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_triton_matches_reference_without_weight_and_with_leading_dims(dtype):
-    x = torch.randn(2, 3, 24).to(dtype)
+    x = torch.randn(2, 3, 24, generator=torch.Generator().manual_seed(24)).to(dtype)
     torch.testing.assert_close(rms_norm(x, backend="triton"), rms_norm_reference(x), atol=TOL[dtype], rtol=TOL[dtype])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_batch_invariance_bitwise(backend, dtype):
-    torch.manual_seed(1)
+    g = torch.Generator().manual_seed(1)
     d = 77
-    w = torch.randn(d).to(dtype)
-    row = torch.randn(1, d).to(dtype)
+    w = torch.randn(d, generator=g).to(dtype)
+    row = torch.randn(1, d, generator=g).to(dtype)
     alone = rms_norm(row, w, backend=backend)
     for others in range(2, 17):
-        batch = torch.randn(others + 1, d).to(dtype)
+        batch = torch.randn(others + 1, d, generator=g).to(dtype)
         at = others // 2
         batch[at] = row[0]
         assert torch.equal(rms_norm(batch, w, backend=backend)[at], alone[0]), f"differs inside {others} others"

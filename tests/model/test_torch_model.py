@@ -211,7 +211,7 @@ def test_hmlp_stem_on_known_inputs(model):
 
 def test_moe_routing_picks_top_k_and_the_balance_loss_rewards_uniform_routing(model):
     moe = model.blocks[0].moe
-    x = torch.randn(20, model.cfg.d_model)
+    x = torch.randn(20, model.cfg.d_model, generator=torch.Generator().manual_seed(20))
     logits, ids, weights = moe.route(x, exact=True)
     assert ids.shape == (20, 2) and torch.equal(ids, torch.topk(logits, 2).indices)
     torch.testing.assert_close(weights.sum(-1), torch.ones(20))
@@ -229,7 +229,7 @@ def test_moe_routing_picks_top_k_and_the_balance_loss_rewards_uniform_routing(mo
 
 def test_shapes_and_window_mask_of_the_fast_path(model):
     cfg = model.cfg
-    tokens = torch.randint(0, 256, (2, 70))
+    tokens = torch.randint(0, 256, (2, 70), generator=torch.Generator().manual_seed(70))
     out = model(tokens)
     assert out.logits.shape == (2, 70, cfg.vocab_size) and out.hidden.shape == (2, 70, cfg.d_model)
     # causal: changing a later token leaves earlier logits alone
