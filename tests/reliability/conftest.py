@@ -9,38 +9,17 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "model"))
+sys.path.insert(0, str(ROOT / "tests" / "model"))  # model_streams, for the server tests' inputs
+sys.path.insert(0, str(ROOT / "tests"))  # the shared loopback server
 
+from loopback import serving
 from serve_harness import ServerProcess
-
-
-@asynccontextmanager
-async def serving(app: Any, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve ``app`` on a free port of ``host`` (``::1`` for IPv6) for the body; yields the base URL."""
-    config = Config()
-    config.bind = [f"[{host}]:0" if ":" in host else f"{host}:0"]
-    config.graceful_timeout = 0.2  # a handler that never finishes must not hold up the end of the test
-    config.accesslog = None
-    config.errorlog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(hypercorn_serve, app, config, shutdown_trigger=stop.wait))
-        try:
-            yield binds[0]
-        finally:
-            stop.set()
 
 
 @pytest.fixture

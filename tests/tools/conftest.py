@@ -12,38 +12,20 @@ trio with small starlette apps (no hand-written HTTP). Each server lives for one
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-
-@asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` on a free loopback port for the body of the ``async with``; yields the base URL."""
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 0.2  # a handler that never answers must not hold up the end of the test
-    config.accesslog = None
-    config.errorlog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
-        try:
-            yield binds[0]
-        finally:
-            stop.set()
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared loopback server
+from loopback import serving
 
 # --- a web server for http_get -------------------------------------------------------------------------------
 
