@@ -37,6 +37,7 @@ import binascii
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import math
 import re
 import signal
@@ -204,14 +205,20 @@ def load_server_model(checkpoint: str | Path | None = None, *, config: str = "em
     """The model to serve and a description of it: ``checkpoint`` (verified), else :func:`default_checkpoint`,
     else (or when ``untrained``) a randomly initialised model of preset ``config`` (with a warning: its outputs
     are noise; for tests and benchmarks)."""
+    from microturn.assembly import BackendError, make_backend
     from microturn.model.config import PRESETS
     from microturn.model.local import LocalBackend
 
     if untrained and checkpoint is not None:
         raise ValueError("--checkpoint and --untrained exclude each other")
     path = None if untrained else checkpoint if checkpoint is not None else default_checkpoint()
-    if path is not None:
-        return LocalBackend(path, device).model, str(path)
+    if path is not None:  # the registry's local backend: the same checks and errors as --model local:PATH
+        try:
+            backend = make_backend(f"local:{path}", {"device": device})
+        except BackendError as exc:
+            raise BackendError(exc.reason, key="--checkpoint", value=str(path)) from None
+        assert isinstance(backend, LocalBackend)
+        return backend.model, str(path)
     if config not in PRESETS:
         raise ValueError(f"config: expected one of {', '.join(sorted(PRESETS))}, got {config!r}")
     log.warning("serve_untrained_model", config=config,
@@ -935,8 +942,19 @@ def serve(checkpoint: str | Path | None = None, *, host: str = "127.0.0.1", port
     except BaseExceptionGroup as group:  # one failure (a port in use) raises as itself, not wrapped
         leaves = _leaves(group)
         if len(leaves) == 1:
-            raise leaves[0] from None
+            raise _with_address(leaves[0], host, port) from None
         raise
+    except OSError as exc:
+        raise _with_address(exc, host, port) from None
+
+
+def _with_address(exc: BaseException, host: str, port: int) -> BaseException:
+    """A bind failure says which address it could not take (``[Errno 98] Address already in use`` alone does not)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+        return OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}"
+                                  + (" (another server runs there? choose --port)" if exc.errno == errno.EADDRINUSE
+                                     else ""))
+    return exc
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

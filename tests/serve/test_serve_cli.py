@@ -148,3 +148,12 @@ def test_microturn_serve_on_a_port_in_use_says_so():
         out = subprocess.run([sys.executable, "-m", "microturn.cli", "serve", "--port", str(port), "--untrained", "tiny"],
                              check=False, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and "Address already in use" in out.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_microturn_serve_names_a_missing_checkpoint():
+    out = subprocess.run([sys.executable, "-m", "microturn.cli", "serve", "--checkpoint", "/nonexistent/model"],
+                         check=False, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+    assert out.returncode == 2
+    assert "--checkpoint /nonexistent/model: no checkpoint at /nonexistent/model" in out.stderr
+    assert "Traceback" not in out.stderr
