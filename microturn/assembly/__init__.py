@@ -18,7 +18,15 @@ from ._pipeline import (
     require_allowed,
     tool_registry,
 )
-from ._plugins import PluginError, load_actor_factory, load_tool_module, load_tools, make_plugin_actors
+from ._plugins import (
+    PluginError,
+    is_file_spec,
+    load_actor_factory,
+    load_tool_module,
+    load_tools,
+    make_plugin_actors,
+    resolve_module_spec,
+)
 
 __all__ = [
     "BACKENDS",
@@ -45,4 +53,6 @@ __all__ = [
     "load_tool_module",
     "load_tools",
     "make_plugin_actors",
+    "is_file_spec",
+    "resolve_module_spec",
 ]

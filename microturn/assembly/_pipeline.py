@@ -12,7 +12,6 @@ import contextlib
 import contextvars
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -31,10 +30,10 @@ from microturn.actors import (
 from microturn.actors.dialog_state import DEFAULT_SECONDS
 from microturn.model.protocol import ModelBackend, ModelSpec
 from microturn.runtime import Actor, MicroturnError
-from microturn.tools import Tool, ToolRegistry, default_registry
+from microturn.tools import BUILTIN_TOOL_NAMES, Tool, ToolRegistry, default_registry
 
 from ._backends import make_backend
-from ._plugins import PluginError, load_tools, make_plugin_actors
+from ._plugins import PluginError, load_tools, make_plugin_actors, resolve_module_spec
 
 __all__ = [
     "DIALOG_TIMINGS",
@@ -117,8 +116,7 @@ def check_dialog_timings(dialog: dict[str, Any], *, key: str = "dialog") -> None
 def tool_registry(spec: PipelineSpec, *, extra: Iterable[Tool] = ()) -> ToolRegistry:
     """The built-in tools, the tools of ``spec.tool_modules`` and ``extra``; a name defined twice is an error."""
     plugin = [*load_tools(spec.tool_modules), *extra]
-    builtin = default_registry(http=spec.http_allow)
-    clash = [t.name for t in plugin if t.name in builtin]
+    clash = [t.name for t in plugin if t.name in BUILTIN_TOOL_NAMES]
     if clash:
         raise PluginError(f"--tools: tool {clash[0]!r} is already a built-in tool; give it another name")
     return default_registry(http=spec.http_allow, extra=plugin)
@@ -190,9 +188,7 @@ def plugin_key(spec: str) -> str:
     module, sep, attr = spec.rpartition(":")
     if not (sep and attr.isidentifier()):
         module, sep, attr = spec, "", ""
-    if module.endswith(".py") or "/" in module or "\\" in module:
-        module = str(Path(module).expanduser().resolve())
-    return f"{module}{sep}{attr}"
+    return f"{resolve_module_spec(module)}{sep}{attr}"
 
 
 @contextlib.contextmanager

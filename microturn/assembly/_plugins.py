@@ -21,19 +21,36 @@ from typing import Any
 from microturn.runtime import Actor, MicroturnError
 from microturn.tools import Tool
 
-__all__ = ["PluginError", "load_actor_factory", "load_tool_module", "load_tools", "make_plugin_actors"]
+__all__ = [
+    "PluginError",
+    "is_file_spec",
+    "load_actor_factory",
+    "load_tool_module",
+    "load_tools",
+    "make_plugin_actors",
+    "resolve_module_spec",
+]
 
 
 class PluginError(MicroturnError):
     """A tool module or actor factory that cannot be loaded; the message names the flag and the value."""
 
 
+def is_file_spec(spec: str) -> bool:
+    """Whether a plugin spec names a ``.py`` file (by its ending or a path separator) rather than a dotted module."""
+    return spec.endswith(".py") or "/" in spec or "\\" in spec
+
+
+def resolve_module_spec(spec: str, base: str | Path = ".") -> str:
+    """A file spec made absolute (relative ones against ``base``); a dotted module name as it is."""
+    return str((Path(base) / Path(spec).expanduser()).resolve()) if is_file_spec(spec) else spec
+
+
 def _import(spec: str, flag: str) -> ModuleType:
     """Import a dotted module name, or a ``.py`` file by path (under a name derived from its absolute path, so
     two files called ``tools.py`` do not collide and a second load reuses the first)."""
-    looks_like_file = spec.endswith(".py") or "/" in spec or "\\" in spec
-    if looks_like_file:
-        path = Path(spec).expanduser().resolve()
+    if is_file_spec(spec):
+        path = Path(resolve_module_spec(spec))
         if not path.is_file():
             raise PluginError(f"{flag} {spec}: no such file ({path})")
         name = f"microturn_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"

@@ -71,7 +71,7 @@ from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
-from microturn.assembly import dialog_timing_problem
+from microturn.assembly import dialog_timing_problem, is_file_spec, resolve_module_spec
 from microturn.runtime import MicroturnError
 
 from .references import check_reference, parse_reference
@@ -648,9 +648,9 @@ def validate(
     if world.tool_modules and world.tools != "builtin":
         raise ScenarioError('tool modules join the built-in tools: they need world.tools = "builtin"',
                             key="world.tool_modules", value=world.tool_modules)
-    modules = [_resolve_module(m, base) for m in world.tool_modules]
+    modules = [resolve_module_spec(m, base) for m in world.tool_modules]
     for i, (given, module) in enumerate(zip(world.tool_modules, modules, strict=True)):
-        if (module != given or Path(module).is_absolute()) and not Path(module).is_file():
+        if is_file_spec(given) and not Path(module).is_file():
             raise ScenarioError(f"no such file ({module})", key=f"world.tool_modules[{i}]", value=given)
     if modules != world.tool_modules:
         scenario = msgspec.structs.replace(scenario, world=msgspec.structs.replace(world, tool_modules=modules))
@@ -710,13 +710,6 @@ def _checked(scenario: Scenario) -> Scenario:
         except (KeyError, IndexError, TypeError):
             pass
         raise ScenarioError(reason, key=path or None, value=value) from None
-
-
-def _resolve_module(spec: str, base: Path) -> str:
-    """A tool module named by file path is made absolute (against the scenario's folder); a dotted name stays."""
-    if spec.endswith(".py") or "/" in spec or "\\" in spec:
-        return str((base / Path(spec).expanduser()).resolve())
-    return spec
 
 
 def _check_regex(pattern: str, key: str) -> None:

@@ -36,6 +36,7 @@ from microturn.assembly import (
     build_pipeline,
     make_backend,
     require_allowed,
+    resolve_module_spec,
     tool_registry,
 )
 from microturn.messages import (
@@ -117,7 +118,6 @@ def _build(sc: Scenario, *, model: str | None, render_audio: bool = False, wav_p
             dialog=dict(sc.dialog),
             tool_modules=list(sc.world.tool_modules),
             http_allow=[],  # no host is allowed: a scenario never reaches the network
-            background="offline" if sc.world.background == "offline" else "none",
             render_audio=render_audio,
             wav_path=wav_path,
             actors=list(actors),
@@ -147,7 +147,7 @@ def with_tool_modules(scenario: Scenario, tools: Sequence[str]) -> Scenario:
     if scenario.world.tools != "builtin":
         raise ScenarioError('--tools adds tools to the real tool runner: the scenario needs [world] tools = "builtin"',
                             key="--tools", value=list(tools))
-    extra = [str(Path(t).expanduser().resolve()) if t.endswith(".py") or "/" in t else t for t in tools]
+    extra = [resolve_module_spec(t) for t in tools]
     world = msgspec.structs.replace(scenario.world, tool_modules=[*scenario.world.tool_modules, *extra])
     return msgspec.structs.replace(scenario, world=world)
 

@@ -164,3 +164,9 @@ def test_the_default_registry_holds_every_built_in() -> None:
         "calculate", "cancel_timer", "elapsed_time", "http_get", "search_knowledge", "session_time", "set_timer"
     ]  # fmt: skip
     assert all(t.description for t in registry) and not any(t.side_effects for t in registry)
+
+
+def test_the_builtin_names_are_the_builtin_tools():
+    from microturn.tools import BUILTIN_TOOL_NAMES, builtin_tools
+
+    assert BUILTIN_TOOL_NAMES == {t.name for t in builtin_tools(http=())}
