@@ -1,0 +1,92 @@
+"""Simulated users: the offline simulator's runs are a function of the seed, record byte-identical twice,
+replay bit-exact, vary their timing with the seed, and a bad [user] field is a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from microturn.runtime import read_recording, replay, run_lockstep
+from microturn.scenarios.format import Say, ScenarioError
+from microturn.scenarios.runner import run_scenario
+from microturn.scenarios.simulator import MAX_RUNS, OfflineSimulator, UserConfig, expand, intent_of, load_simulated
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "simulated"
+PERSONAS = sorted(EXAMPLES.glob("*.toml"))
+
+
+def test_three_example_personas_with_five_runs_each() -> None:
+    assert [p.stem for p in PERSONAS] == ["book-a-table", "kitchen-timer", "quick-fact"]
+    for path in PERSONAS:
+        runs = load_simulated(path)
+        assert len(runs) == 5
+        assert len({r.name for r in runs}) == 5 and all("[seed=" in r.name for r in runs)
+
+
+@pytest.mark.parametrize("path", PERSONAS, ids=lambda p: p.stem)
+def test_each_run_records_byte_identical_twice_and_replays_bit_exact(path: Path, tmp_path: Path) -> None:
+    for k, scenario in enumerate(load_simulated(path)):
+        first, second = tmp_path / f"{k}a.mtr", tmp_path / f"{k}b.mtr"
+        run_scenario(scenario, model="scripted", record=first, judge=None)
+        run_scenario(scenario, model="scripted", record=second, judge=None)
+        assert first.read_bytes() == second.read_bytes(), scenario.name
+        rec = read_recording(first)
+        replayed = run_lockstep(lambda rec=rec: replay(rec))
+        assert replayed.ok, (scenario.name, replayed.divergence)
+
+
+def _timing(events: list) -> list:
+    return [(e.at, e.delay_ms, getattr(e, "duration", None)) for e in events]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), goal=st.sampled_from(["book a table", "set a timer", "what is 3 plus 4", "a fact"]))
+def test_the_plan_is_a_function_of_the_seed_and_other_seeds_time_it_differently(seed: int, goal: str) -> None:
+    user = UserConfig(goal=goal, barge_in=0.3, backchannel=0.3, pause_mid_thought=0.3)
+    sim = OfflineSimulator()
+    plan = sim.plan(user, seed)
+    assert plan == sim.plan(user, seed)
+    assert _timing(plan) != _timing(sim.plan(user, seed + 1))
+    turns = [e for e in plan if isinstance(e, Say) and e.role == "turn"]
+    assert 1 <= len(turns) <= user.max_turns
+
+
+def test_goal_words_pick_the_intent() -> None:
+    assert intent_of("Book a table for two") == "book_table"
+    assert intent_of("set a TIMER") == "timer"
+    assert intent_of("calculate my bill") == "calculate"
+    assert intent_of("who wrote hamlet") == "fact"
+
+
+@pytest.mark.parametrize(
+    ("user", "key", "shown"),
+    [
+        ({"goal": "x", "barge_in": 1.5}, "user.barge_in", "1.5"),
+        ({"goal": "x", "backchannel": -0.1}, "user.backchannel", "-0.1"),
+        ({"goal": "x", "pause_mid_thought": "often"}, "user.pause_mid_thought", "often"),
+        ({"goal": "x", "runs": MAX_RUNS + 1}, "user.runs", str(MAX_RUNS + 1)),
+        ({"goal": "x", "max_turns": 0}, "user.max_turns", "0"),
+        ({"goal": "x", "mode": "telepathy"}, "user.mode", "telepathy"),
+        ({"persona": "no goal"}, "user", "goal"),
+        ({"goal": "x", "bogus": 1}, "user", "bogus"),
+    ],
+)
+def test_bad_user_fields_are_clear_errors(user: dict, key: str, shown: str) -> None:
+    with pytest.raises(ScenarioError) as err:
+        expand({"user": user}, file="s.toml")
+    assert err.value.key == key and shown in str(err.value) and "s.toml" in str(err.value)
+
+
+def test_a_file_without_a_user_table_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text('name = "s"\n')
+    with pytest.raises(ScenarioError, match=r"\[user\] table"):
+        load_simulated(tmp_path / "s.toml")
+
+
+def test_success_becomes_a_judged_expectation_and_runs_count_from_the_seed() -> None:
+    runs = expand({"name": "n", "user": {"goal": "set a timer", "success": "a timer is set", "runs": 3, "seed": 9}})
+    assert [r.name for r in runs] == ["n[seed=9]", "n[seed=10]", "n[seed=11]"]
+    assert all(r.expect[-1].criterion == "a timer is set" for r in runs)
