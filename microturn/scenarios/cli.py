@@ -75,6 +75,7 @@ class _Progress:
 def run_command(args: argparse.Namespace) -> int:
     """Carry out ``microturn run``; returns the exit status."""
     from .runner import SuiteResult, format_result, format_suite, run_scenario, run_suite
+    from .simulator import aggregate, format_aggregate, simulated_runs
 
     files = list(args.scenarios or [])
     url = getattr(args, "url", None)
@@ -102,14 +103,26 @@ def run_command(args: argparse.Namespace) -> int:
             suite = run_suite(args.suite, model=args.model, progress=_Progress(), tools=args.tools, actors=args.actor)
         else:
             results = []
+            summaries = []
             for i, file in enumerate(files):
-                result = run_scenario(file, model=args.model, record=args.record, report=args.report, wav=args.wav,
-                                      tools=args.tools, actors=args.actor)
                 if i:
                     print()
+                runs = simulated_runs(file)
+                if runs is not None:  # a [user] table: one run per seed, each recorded to its own file
+                    if args.report or args.wav:
+                        print("error: --report and --wav take one session; a simulated user's runs take --record",
+                              file=sys.stderr)
+                        return 2
+                    batch = _run_simulated(runs, args, run_scenario, format_result)
+                    summaries.append(aggregate(runs[0].name.partition("[")[0], batch))
+                    print(format_aggregate(summaries[-1]))
+                    results += batch
+                    continue
+                result = run_scenario(file, model=args.model, record=args.record, report=args.report, wav=args.wav,
+                                      tools=args.tools, actors=args.actor)
                 print(format_result(result))
                 results.append(result)
-            if args.record:
+            if args.record and not summaries:
                 print(f"recorded to {args.record}: replay it with `microturn replay {args.record}`")
             if args.report:
                 print(f"wrote the report to {args.report}")
@@ -117,7 +130,7 @@ def run_command(args: argparse.Namespace) -> int:
                 print(f"wrote the session's audio to {args.wav} (user left, assistant right)")
             suite = SuiteResult("(command line)", results, [])
             if len(results) == 1:
-                _write_json(json_out, suite, args.json_file)
+                _write_json(json_out, suite, args.json_file, summaries)
                 return _status(suite)
             print()
         print(format_suite(suite))
@@ -131,7 +144,7 @@ def run_command(args: argparse.Namespace) -> int:
             print("\nnot judged (not a pass):")
             for name, outcome in unjudged:
                 print(f"  {name}: {outcome.name}: {outcome.observed}")
-        _write_json(json_out, suite, args.json_file)
+        _write_json(json_out, suite, args.json_file, summaries)
         return _status(suite)
     finally:
         if json_out:
@@ -163,7 +176,7 @@ def _open_json(path: str | None) -> Any:
         return False
 
 
-def _write_json(out: Any, suite: Any, path: str | None) -> None:
+def _write_json(out: Any, suite: Any, path: str | None, summaries: Any = ()) -> None:
     if not out:
         return
     from .results import dumps, error_record, result_record
@@ -172,5 +185,23 @@ def _write_json(out: Any, suite: Any, path: str | None) -> None:
         out.write(dumps(result_record(result)) + "\n")
     for file, error in suite.errors:
         out.write(dumps(error_record(file, error)) + "\n")
+    for summary in summaries:  # after its runs' records: a simulated user's aggregate
+        out.write(dumps(summary) + "\n")
     out.flush()
     print(f"wrote {len(suite.results) + len(suite.errors)} result(s) to {path}", file=sys.stderr)
+
+
+def _run_simulated(runs: list[Any], args: argparse.Namespace, run_scenario: Any, format_result: Any) -> list[Any]:
+    """Run a simulated user's runs in order, printing each; ``--record`` names one file per run."""
+    from .simulator import record_path
+
+    results = []
+    for scenario in runs:
+        seed = int(scenario.name.rpartition("=")[2].rstrip("]"))
+        record = record_path(args.record, seed, len(runs)) if args.record else None
+        result = run_scenario(scenario, model=args.model, record=record, tools=args.tools, actors=args.actor)
+        print(format_result(result))
+        if record:
+            print(f"recorded to {record}")
+        results.append(result)
+    return results

@@ -36,7 +36,9 @@ __all__ = ["ScenarioFile", "ScenarioItem", "looks_like_scenario"]
 ROOTS_KEY = "microturn_scenario_roots"
 """The workerinput key by which the main process tells pytest-xdist workers what to collect."""
 _roots = pytest.StashKey[list[Path]]()
-_SCENARIO_TABLE = re.compile(r"^\s*(\[\[\s*(timeline|expect)\s*\]\]|(timeline|expect)\s*=)", re.MULTILINE)
+_SCENARIO_TABLE = re.compile(
+    r"^\s*(\[\[\s*(timeline|expect)\s*\]\]|(timeline|expect)\s*=|\[\s*user\s*\])", re.MULTILINE
+)
 _MAX_PEEK = 1 << 20
 WINDOW_S = 1.5
 """Seconds of timeline shown either side of a failed expectation."""
@@ -102,8 +104,14 @@ class ScenarioFile(pytest.File):
         """Load the scenario; a bad one is a collection error that names file, line, key and value."""
         # late: pytest loads this plugin in every run, and the format pulls in the actors (numpy, soxr)
         from .format import ScenarioError, load_scenario
+        from .simulator import simulated_runs
 
         try:
+            runs = simulated_runs(self.path)
+            if runs is not None:  # a simulated user: one item per seeded run, e.g. ``name[seed=3]``
+                for run in runs:
+                    yield ScenarioItem.from_parent(self, name=run.name, scenario=run, simulated=True)
+                return
             scenario = load_scenario(self.path)
         except ScenarioError as exc:
             raise self.CollectError(str(exc)) from None
@@ -130,9 +138,10 @@ class ScenarioNotRun(Exception):
 class ScenarioItem(pytest.Item):
     """One run of a scenario in lockstep virtual time."""
 
-    def __init__(self, *, scenario: Any, **kwargs: Any) -> None:
+    def __init__(self, *, scenario: Any, simulated: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.scenario = scenario
+        self.simulated = simulated
         self.extra_keyword_matches.update({scenario.category, *scenario.tags})
 
     @property
@@ -148,7 +157,8 @@ class ScenarioItem(pytest.Item):
         from .runner import run_scenario
 
         try:
-            result = run_scenario(self.path, model=self.config.getoption("microturn_model"))
+            source = self.scenario if self.simulated else self.path  # a run exists only as its expanded scenario
+            result = run_scenario(source, model=self.config.getoption("microturn_model"))
         except MicroturnError as exc:  # ScenarioError included: a clear message, no traceback
             raise ScenarioNotRun(str(exc)) from None
         self.user_properties.append(("verdict", result.verdict))

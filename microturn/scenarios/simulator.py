@@ -21,7 +21,10 @@ import msgspec
 
 from .format import MAX_SCENARIO_BYTES, Event, Interrupt, Judged, Pause, Say, Scenario, ScenarioError, validate
 
-__all__ = ["MAX_RUNS", "MAX_TURNS", "OfflineSimulator", "UserConfig", "UserSimulator", "expand", "load_simulated"]
+__all__ = [
+    "MAX_RUNS", "MAX_TURNS", "OfflineSimulator", "UserConfig", "UserSimulator", "aggregate", "expand", "format_aggregate", "goal_reached",
+    "load_simulated", "record_path", "simulated_runs",
+]
 
 MAX_RUNS = 100
 """Runs one simulated-user scenario may ask for at most."""
@@ -142,11 +145,6 @@ class OfflineSimulator:
         return events
 
 
-def goal_words(user: UserConfig, seed: int) -> list[str]:
-    """The slot values the run's user gives (the offline goal-reached check looks for them in the session)."""
-    return [e.text for e in OfflineSimulator().plan(user, seed) if isinstance(e, Say) and e.role == "turn"]
-
-
 def expand(
     raw: dict[str, Any], *, file: str = "<scenario>", base_dir: str | Path | None = None,
     default_name: str = "simulated", simulator: UserSimulator | None = None,
@@ -205,3 +203,51 @@ def load_simulated(path: str | Path, *, simulator: UserSimulator | None = None) 
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ScenarioError(f"cannot parse the scenario file: {exc}", file=p) from None
     return expand(raw, file=str(p), base_dir=p.parent, default_name=p.stem, simulator=simulator)
+
+
+def simulated_runs(path: str | Path) -> list[Scenario] | None:
+    """The runs of ``path`` when it is a simulated-user scenario (it has a ``[user]`` table), else None (an
+    ordinary scenario, or one that does not parse: the ordinary loader then reports it)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()[: MAX_SCENARIO_BYTES + 1]
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    if "user" not in raw:
+        return None
+    return load_simulated(p)
+
+
+def record_path(record: str | Path, seed: int, runs: int) -> str:
+    """Where run ``seed`` of ``runs`` is recorded when the user asked for ``record``: that file for one run,
+    else one file per run beside it (``session.mtr`` -> ``session.seed-3.mtr``)."""
+    p = Path(record)
+    return str(p) if runs == 1 else str(p.with_name(f"{p.stem}.seed-{seed}{p.suffix}"))
+
+
+def goal_reached(result: Any) -> bool:
+    """The offline goal-reached check: every user event the simulator planned was said, so the conversation
+    went turn by turn to the goodbye (an assistant that never answered leaves later turns unfired)."""
+    return not result.not_fired
+
+
+def aggregate(name: str, results: list[Any]) -> dict[str, Any]:
+    """Per-run verdicts and the goal success rate of one simulated-user scenario's runs, as plain data."""
+    runs = [{"name": r.scenario.name, "verdict": r.verdict, "goal_reached": goal_reached(r)} for r in results]
+    reached = sum(run["goal_reached"] for run in runs)
+    return {
+        "kind": "simulated", "name": name, "runs": runs,
+        "goal_success_rate": reached / len(runs) if runs else 0.0,
+        "passed": sum(run["verdict"] == "pass" for run in runs),
+    }
+
+
+def format_aggregate(summary: dict[str, Any]) -> str:
+    """The aggregate as the ``microturn run`` table prints it."""
+    head = (f"simulated user {summary['name']}: {len(summary['runs'])} runs, goal reached in "
+            f"{summary['goal_success_rate']:.0%}, {summary['passed']} passed")
+    lines = [head]
+    lines += [f"  {run['name']}: {run['verdict']}, goal {'reached' if run['goal_reached'] else 'not reached'}"
+              for run in summary["runs"]]
+    return "\n".join(lines)

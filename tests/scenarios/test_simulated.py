@@ -3,11 +3,14 @@ replay bit-exact, vary their timing with the seed, and a bad [user] field is a c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+pytest_plugins = ["pytester"]
 
 from microturn.runtime import read_recording, replay, run_lockstep
 from microturn.scenarios.format import Say, ScenarioError
@@ -90,3 +93,36 @@ def test_success_becomes_a_judged_expectation_and_runs_count_from_the_seed() -> 
     runs = expand({"name": "n", "user": {"goal": "set a timer", "success": "a timer is set", "runs": 3, "seed": 9}})
     assert [r.name for r in runs] == ["n[seed=9]", "n[seed=10]", "n[seed=11]"]
     assert all(r.expect[-1].criterion == "a timer is set" for r in runs)
+
+
+def test_run_reports_each_run_and_the_goal_success_rate_and_records_one_file_per_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from microturn.cli import main as cli_main
+
+    for var in ("MICROTURN_JUDGE_URL", "MICROTURN_REASONER_URL", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    record, out = tmp_path / "s.mtr", tmp_path / "r.jsonl"
+    status = cli_main(["run", str(EXAMPLES / "kitchen-timer.toml"), "--model", "scripted", "--record", str(record),
+                       "--json", str(out)])
+    assert status == 4  # the success criterion is judged, and no judge is configured: not a pass
+    printed = capsys.readouterr().out
+    assert "simulated user kitchen-timer: 5 runs, goal reached in 100%" in printed
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["name"] for r in lines[:5]] == [f"kitchen-timer[seed={s}]" for s in range(100, 105)]
+    summary = lines[-1]
+    assert summary["kind"] == "simulated" and summary["goal_success_rate"] == 1.0 and len(summary["runs"]) == 5
+    for seed in range(100, 105):
+        assert cli_main(["replay", str(tmp_path / f"s.seed-{seed}.mtr")]) == 0
+    assert not record.exists()
+
+
+def test_the_pytest_plugin_collects_one_item_per_run(pytester: pytest.Pytester) -> None:
+    import importlib.metadata
+
+    installed = any(ep.value == "microturn.scenarios.pytest_plugin"
+                    for ep in importlib.metadata.entry_points(group="pytest11"))
+    plugin = ["-p", "no:randomly", *([] if installed else ["-p", "microturn.scenarios.pytest_plugin"])]
+    result = pytester.runpytest(*plugin, str(EXAMPLES / "quick-fact.toml"), "--co", "-q")
+    items = [line.split("::")[1] for line in result.outlines if ".toml::" in line]
+    assert items == [f"quick-fact[seed={s}]" for s in range(7, 12)]
