@@ -98,12 +98,12 @@ def run_command(args: argparse.Namespace) -> int:
     json_out = _open_json(args.json_file)
     if json_out is False:
         return 2
+    summaries: list[dict[str, Any]] = []  # one per simulated-user file (a suite runs none)
     try:
         if args.suite:
             suite = run_suite(args.suite, model=args.model, progress=_Progress(), tools=args.tools, actors=args.actor)
         else:
             results = []
-            summaries = []
             for i, file in enumerate(files):
                 if i:
                     print()
