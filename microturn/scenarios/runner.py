@@ -66,6 +66,7 @@ from .format import (
 from .judge import Judge, judge_from_env, verdicts
 from .outcome import ExpectationOutcome
 from .scripted_world import DEFAULT_TOOLS, ScriptedBackground, ScriptedToolRunner
+from .simulator import simulated_runs
 from .triggers import Director, Fired, Plan, prepare_plans
 
 __all__ = [
@@ -389,7 +390,9 @@ def run_suite(
         if progress is not None:
             progress(i, len(files), file.stem)
         try:
-            results.append(run_scenario(file, model=model, tools=tools, actors=actors))
+            runs = simulated_runs(file)  # a [user] table stands for its seeded runs
+            for source in runs if runs is not None else [file]:
+                results.append(run_scenario(source, model=model, tools=tools, actors=actors))
         except ScenarioError as exc:
             errors.append((os.fspath(file), str(exc)))
     if progress is not None:

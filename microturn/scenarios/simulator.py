@@ -11,19 +11,25 @@ session records its events as inputs and replay re-publishes them bit-exact with
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
+from microturn.actors.openai_reasoner import OpenAIChatReasoner
+from microturn.actors.reasoner_api import REASONER_ENV, ReasonerError
+
 from .format import MAX_SCENARIO_BYTES, Event, Interrupt, Judged, Pause, Say, Scenario, ScenarioError, validate
+from .judge import _blocking
 
 __all__ = [
-    "MAX_RUNS", "MAX_TURNS", "OfflineSimulator", "UserConfig", "UserSimulator", "aggregate", "expand", "format_aggregate", "goal_reached",
-    "load_simulated", "record_path", "simulated_runs",
+    "MAX_RUNS", "MAX_TURNS", "SIMULATOR_ENV", "ChatSimulator", "OfflineSimulator", "UserConfig", "UserSimulator", "aggregate", "expand", "format_aggregate", "goal_reached",
+    "load_simulated", "record_path", "simulated_runs", "simulator_from_env", "timeline",
 ]
 
 MAX_RUNS = 100
@@ -110,6 +116,10 @@ class OfflineSimulator:
     def plan(self, user: UserConfig, seed: int) -> list[Event]:
         """One turn stating the intent, one per slot, then goodbye, cut to ``max_turns``; every choice seeded."""
         rng = random.Random(seed)
+        return timeline(user, self.lines(user, rng), rng)
+
+    def lines(self, user: UserConfig, rng: random.Random) -> list[str]:
+        """What the user says, turn by turn."""
         _, openings, slots = _INTENTS[intent_of(user.goal)]
         lines = [rng.choice(openings)]
         for values, phrasings in slots.values():
@@ -120,29 +130,107 @@ class OfflineSimulator:
         lines = lines[: user.max_turns]
         if len(lines) == user.max_turns and lines[-1] not in _GOODBYES:
             lines[-1] = rng.choice(_GOODBYES)  # the last turn the budget allows ends the conversation
-        events: list[Event] = []
-        speech = {"mode": user.mode, **({"voice": user.voice} if user.voice else {})}
-        for turn, line in enumerate(lines):
-            start: dict[str, Any] = (
-                {"at": round(0.3 + rng.uniform(0.0, 0.6), 3)} if turn == 0 else
-                {"after": f"assistant_stops_speaking#{turn}", "delay_ms": round(rng.uniform(250.0, 900.0), 1)}
-            )
-            parts = line.split(" ", 1)
-            if len(parts) == 2 and rng.random() < user.pause_mid_thought:
-                events.append(Say(id=f"t{turn}a", text=parts[0], role="partial", **speech, **start))
-                events.append(Pause(duration=round(rng.uniform(0.4, 1.2), 3)))
-                events.append(Say(text=parts[1], **speech))
-            else:
-                events.append(Say(id=f"t{turn}", text=line, **speech, **start))
-            if turn + 1 < len(lines):  # reactions to the answer this turn asks for
-                if rng.random() < user.backchannel:
-                    events.append(Say(text=rng.choice(_BACKCHANNELS), role="backchannel", transcript=False,
-                                      after=f"assistant_starts_speaking#{turn + 1}",
-                                      delay_ms=round(rng.uniform(600.0, 1500.0), 1), **speech))
-                elif rng.random() < user.barge_in:
-                    events.append(Interrupt(text=rng.choice(_BARGE_INS), after=f"assistant_starts_speaking#{turn + 1}",
-                                            delay_ms=round(rng.uniform(300.0, 1200.0), 1), **speech))
-        return events
+        return lines
+
+
+def timeline(user: UserConfig, lines: list[str], rng: random.Random) -> list[Event]:
+    """The user's lines as timeline events: turn 1 at a seeded time, turn k after the assistant's (k-1)-th
+    answer ends; pauses mid-thought, backchannels and barge-ins drawn at the config's rates."""
+    events: list[Event] = []
+    speech = {"mode": user.mode, **({"voice": user.voice} if user.voice else {})}
+    for turn, line in enumerate(lines):
+        start: dict[str, Any] = (
+            {"at": round(0.3 + rng.uniform(0.0, 0.6), 3)} if turn == 0 else
+            {"after": f"assistant_stops_speaking#{turn}", "delay_ms": round(rng.uniform(250.0, 900.0), 1)}
+        )
+        parts = line.split(" ", 1)
+        if len(parts) == 2 and rng.random() < user.pause_mid_thought:
+            events.append(Say(id=f"t{turn}a", text=parts[0], role="partial", **speech, **start))
+            events.append(Pause(duration=round(rng.uniform(0.4, 1.2), 3)))
+            events.append(Say(text=parts[1], **speech))
+        else:
+            events.append(Say(id=f"t{turn}", text=line, **speech, **start))
+        if turn + 1 < len(lines):  # reactions to the answer this turn asks for
+            if rng.random() < user.backchannel:
+                events.append(Say(text=rng.choice(_BACKCHANNELS), role="backchannel", transcript=False,
+                                  after=f"assistant_starts_speaking#{turn + 1}",
+                                  delay_ms=round(rng.uniform(600.0, 1500.0), 1), **speech))
+            elif rng.random() < user.barge_in:
+                events.append(Interrupt(text=rng.choice(_BARGE_INS), after=f"assistant_starts_speaking#{turn + 1}",
+                                        delay_ms=round(rng.uniform(300.0, 1200.0), 1), **speech))
+    return events
+
+
+SIMULATOR_ENV = {key: (f"MICROTURN_SIMULATOR_{key.upper()}", *names) for key, names in REASONER_ENV.items()}
+"""Environment variables the LLM simulator reads, first found wins: its own, then the background reasoner's."""
+
+SIMULATOR_PROMPT = (
+    "You play the user of a real-time voice assistant in a test. Given a persona and a goal, write what that "
+    "user says, one short spoken line per turn (the first states the request, later ones answer the assistant's "
+    "likely questions, the last says goodbye). Reply with only a JSON array of strings."
+)
+MAX_LINE_CHARS = 300
+
+
+class ChatSimulator:
+    """A user whose lines an OpenAI-compatible chat model writes (the background reasoner's client), timed
+    like the offline user from the seed. The model is asked once per run, before the session starts, so the
+    lockstep clock cannot run while it thinks; its lines go into the timeline, so the recording holds them and
+    replay needs no model."""
+
+    def __init__(self, client: OpenAIChatReasoner) -> None:
+        self.client = client
+        self.name = f"chat:{client.model}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> ChatSimulator | None:
+        """The simulator :data:`SIMULATOR_ENV` configures, or None when no URL is set."""
+        env = os.environ if env is None else env
+
+        def first(key: str) -> str | None:
+            return next((env[v] for v in SIMULATOR_ENV[key] if env.get(v)), None)
+
+        url = first("url")
+        if url is None:
+            return None
+        try:
+            client = OpenAIChatReasoner(url, first("model") or "default", first("api_key"),
+                                        system_prompt=SIMULATOR_PROMPT, **kwargs)
+        except ValueError as exc:
+            raise ValueError(f"the simulator's URL (one of {', '.join(SIMULATOR_ENV['url'])}): {exc}") from None
+        return cls(client)
+
+    def plan(self, user: UserConfig, seed: int) -> list[Event]:
+        """Ask the model for the lines (cut to ``max_turns``), then time them from the seed."""
+        rng = random.Random(seed)
+        return timeline(user, self.lines(user, seed), rng)
+
+    def lines(self, user: UserConfig, seed: int) -> list[str]:
+        """The model's lines; a failure to ask or an answer that is no list of lines is a ScenarioError."""
+        messages = [
+            {"role": "system", "content": SIMULATOR_PROMPT},
+            {"role": "user", "content": f"Persona: {user.persona or 'an ordinary user'}\nGoal: {user.goal}\n"
+                                        f"At most {user.max_turns} lines. Variation seed: {seed}."},
+        ]
+        try:
+            answer = _blocking(lambda: self.client.complete(messages))
+        except ReasonerError as exc:
+            raise ScenarioError(f"the user simulator could not be asked: {exc}", key="user") from None
+        text = answer.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+        try:
+            lines = msgspec.json.decode(text, type=list[str])
+        except msgspec.DecodeError:
+            raise ScenarioError("the user simulator's answer is not a JSON list of lines", key="user",
+                                value=answer[:MAX_LINE_CHARS]) from None
+        lines = [" ".join(line.split())[:MAX_LINE_CHARS] for line in lines if line.strip()][: user.max_turns]
+        if not lines:
+            raise ScenarioError("the user simulator gave no lines", key="user", value=answer[:MAX_LINE_CHARS])
+        return lines
+
+
+def simulator_from_env(env: Mapping[str, str] | None = None) -> UserSimulator:
+    """The LLM simulator when :data:`SIMULATOR_ENV` names a URL, else the offline one."""
+    return ChatSimulator.from_env(env) or OfflineSimulator()
 
 
 def expand(
@@ -205,9 +293,10 @@ def load_simulated(path: str | Path, *, simulator: UserSimulator | None = None) 
     return expand(raw, file=str(p), base_dir=p.parent, default_name=p.stem, simulator=simulator)
 
 
-def simulated_runs(path: str | Path) -> list[Scenario] | None:
+def simulated_runs(path: str | Path, simulator: UserSimulator | None = None) -> list[Scenario] | None:
     """The runs of ``path`` when it is a simulated-user scenario (it has a ``[user]`` table), else None (an
-    ordinary scenario, or one that does not parse: the ordinary loader then reports it)."""
+    ordinary scenario, or one that does not parse: the ordinary loader then reports it). Without a
+    ``simulator``, the one the environment configures (:func:`simulator_from_env`)."""
     p = Path(path)
     try:
         data = p.read_bytes()[: MAX_SCENARIO_BYTES + 1]
@@ -216,7 +305,7 @@ def simulated_runs(path: str | Path) -> list[Scenario] | None:
         return None
     if "user" not in raw:
         return None
-    return load_simulated(p)
+    return load_simulated(p, simulator=simulator or simulator_from_env())
 
 
 def record_path(record: str | Path, seed: int, runs: int) -> str:

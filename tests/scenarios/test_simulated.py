@@ -10,12 +10,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-pytest_plugins = ["pytester"]
-
 from microturn.runtime import read_recording, replay, run_lockstep
 from microturn.scenarios.format import Say, ScenarioError
+from microturn.scenarios.judge import JUDGE_ENV
 from microturn.scenarios.runner import run_scenario
-from microturn.scenarios.simulator import MAX_RUNS, OfflineSimulator, UserConfig, expand, intent_of, load_simulated
+from microturn.scenarios.simulator import (
+    MAX_RUNS,
+    SIMULATOR_ENV,
+    ChatSimulator,
+    OfflineSimulator,
+    UserConfig,
+    expand,
+    intent_of,
+    load_simulated,
+    simulated_runs,
+    simulator_from_env,
+)
+
+pytest_plugins = ["pytester"]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "simulated"
 PERSONAS = sorted(EXAMPLES.glob("*.toml"))
@@ -100,8 +112,7 @@ def test_run_reports_each_run_and_the_goal_success_rate_and_records_one_file_per
 ) -> None:
     from microturn.cli import main as cli_main
 
-    for var in ("MICROTURN_JUDGE_URL", "MICROTURN_REASONER_URL", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
+    _no_models(monkeypatch)
     record, out = tmp_path / "s.mtr", tmp_path / "r.jsonl"
     status = cli_main(["run", str(EXAMPLES / "kitchen-timer.toml"), "--model", "scripted", "--record", str(record),
                        "--json", str(out)])
@@ -117,7 +128,8 @@ def test_run_reports_each_run_and_the_goal_success_rate_and_records_one_file_per
     assert not record.exists()
 
 
-def test_the_pytest_plugin_collects_one_item_per_run(pytester: pytest.Pytester) -> None:
+def test_the_pytest_plugin_collects_one_item_per_run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_models(monkeypatch)
     import importlib.metadata
 
     installed = any(ep.value == "microturn.scenarios.pytest_plugin"
@@ -126,3 +138,47 @@ def test_the_pytest_plugin_collects_one_item_per_run(pytester: pytest.Pytester) 
     result = pytester.runpytest(*plugin, str(EXAMPLES / "quick-fact.toml"), "--co", "-q")
     items = [line.split("::")[1] for line in result.outlines if ".toml::" in line]
     assert items == [f"quick-fact[seed={s}]" for s in range(7, 12)]
+
+
+def _no_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No judge, reasoner or simulator model configured, whatever the machine's environment says."""
+    for names in (*JUDGE_ENV.values(), *SIMULATOR_ENV.values()):
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+
+
+def test_the_llm_simulator_writes_the_lines_over_loopback_and_replay_needs_no_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_judged import JudgeServerDouble  # the judge tests' OpenAI-compatible server double
+
+    _no_models(monkeypatch)
+    lines = ["hi, I need a timer", "twelve minutes please", "thanks, bye"]
+    record = tmp_path / "llm.mtr"
+    with JudgeServerDouble(answer=json.dumps(lines)) as server:
+        monkeypatch.setenv("MICROTURN_SIMULATOR_URL", server.url)
+        monkeypatch.setenv("MICROTURN_SIMULATOR_MODEL", "user-double")
+        sim = simulator_from_env()
+        assert isinstance(sim, ChatSimulator)
+        (scenario,) = simulated_runs(EXAMPLES / "kitchen-timer.toml", simulator=sim)[:1]
+        asked = list(server.requests)
+    assert len(asked) == 5 and asked[0][0]["model"] == "user-double"  # one question per run, before any runs
+    assert "impatient cook" in asked[0][0]["messages"][-1]["content"]
+    said = [e.text for e in scenario.timeline if isinstance(e, Say) and e.role in ("turn", "partial")]
+    assert " ".join(said).split() == " ".join(lines).split()
+    # the server is gone: the run and its replay need only the recording
+    result = run_scenario(scenario, model="scripted", record=record, judge=None)
+    assert not result.not_fired
+    rec = read_recording(record)
+    assert "twelve minutes please" in repr(rec.messages)
+    replayed = run_lockstep(lambda: replay(rec))
+    assert replayed.ok, replayed.divergence
+
+
+def test_an_llm_answer_that_is_no_list_of_lines_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_judged import JudgeServerDouble
+
+    with JudgeServerDouble(answer="I would rather not") as server:
+        sim = ChatSimulator.from_env({"MICROTURN_SIMULATOR_URL": server.url})
+        with pytest.raises(ScenarioError, match="not a JSON list of lines"):
+            sim.plan(UserConfig(goal="set a timer"), 0)
