@@ -175,9 +175,10 @@ class _Ctx:
 
     def start(self) -> dict[str, object]:
         """Trigger keywords for a segment's first event: a gap after the assistant is expected to be done."""
-        gap = self.rng.uniform(0.2, 2.0)
+        gap = _log_uniform(self.rng, 0.15, 4.0)  # wide: quick follow-ups and long silences alike
         if self.last is None:
-            at = round(self.rng.uniform(0.2, 1.2), 2)
+            # sometimes a late first line: the assistant waits in silence a while before anyone speaks
+            at = round(self.rng.uniform(0.2, 1.2) if self.rng.random() < 0.85 else self.rng.uniform(1.5, 6.0), 2)
             self.t = at
             return {"at": at}
         delay = self.busy + gap
@@ -338,7 +339,7 @@ def _pause(c: _Ctx, filled: bool) -> None:
         first, second = c.rng.choice(_SILENT)
     eid = c.new_id()
     c.b.say(first, role="partial", wpm=c._jitter(), id=eid, **c.start())  # type: ignore[arg-type]
-    pause = round(c.rng.uniform(0.8, 2.6), 2)
+    pause = round(c.rng.uniform(0.6, 2.6), 2)  # below the 3 s at which the dialog state yields
     c.b.pause(pause)
     c.t += c.speech_seconds(first) + pause
     c.say(second, busy=4.5)  # follows the pause
