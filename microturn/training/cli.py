@@ -27,6 +27,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     corpus.add_argument("--dialogs", type=int, default=200, metavar="N", help="number of dialogs (default 200)")
     corpus.add_argument("--seed", type=int, default=0, metavar="S", help="corpus seed (default 0)")
     corpus.add_argument("--heldout", action="store_true", help="the held-out split (seeds disjoint from train)")
+    corpus.add_argument("--phrasings", choices=("train", "heldout"), default=None,
+                        help="the phrasing split user lines are drawn from (default: the dialog split's own, so "
+                        "--heldout uses held-out phrasings; --heldout --phrasings train gives held-out dialogs "
+                        "with train phrasings)")
     corpus.add_argument("--per-shard", type=int, default=8, metavar="N", help="dialogs per shard (default 8)")
     corpus.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
     corpus.add_argument("--text-fraction", type=float, default=0.25, metavar="F",
@@ -176,6 +180,7 @@ def corpus_command(args: argparse.Namespace) -> int:
             report = build_corpus(args.out, dialogs=args.dialogs, seed=args.seed, heldout=args.heldout,
                                   dialogs_per_shard=args.per_shard, workers=args.workers, progress=_Bar(),
                                   text_fraction=args.text_fraction,
+                                  **({"phrasings": args.phrasings} if args.phrasings else {}),
                                   **({"late_reply": args.late_reply} if args.late_reply else {}),
                                   **({"slots": args.slots} if args.slots else {}))
             for note in report.shards_replaced:

@@ -454,6 +454,8 @@ def _write_manifest(root: Path, *, seed: int, heldout: bool, dialogs: int, per_s
         "kind": "microturn-interaction-corpus",
         "seed": seed,
         "split": "heldout" if heldout else "train",
+        # which held-out kind a held-out corpus is: new dialogs with train phrasings, or held-out phrasings too
+        "phrasings": options.get("phrasings", "heldout" if heldout else "train"),
         "dialogs": dialogs,
         "ticks": sum(s.ticks for s in shards),
         "dialogs_per_shard": per_shard,

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from microturn.model.scripted import BACKCHANNEL_WORDS
 from microturn.scenarios import Scenario, ScenarioBuilder, validate
+from microturn.training import phrasing
 
 __all__ = [
     "CATEGORIES",
@@ -31,10 +33,11 @@ __all__ = [
     "make_dialog",
 ]
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 """Bump whenever a seed would give a different dialog (phrase pools, draws, their order) or the oracle would label
 it differently (2: the oracle holds its utterance while the user makes a sound over it; 3: its words go out a tick ahead
-of their slots)."""
+of their slots; 4: slot-filled paraphrase pools from :mod:`microturn.training.phrasing` with a held-out phrasing
+split, no scenario-library sentences)."""
 
 CATEGORIES = (
     "greeting",
@@ -70,71 +73,56 @@ REPLY_LATENCY = 0.7
 
 # --- phrase pools ---------------------------------------------------------------------------------------------
 
-_GREETINGS = (
-    ("hello, how are you doing today?", 10), ("hi there", 7), ("good morning", 7), ("hey, how are you?", 10),
-    ("good evening", 7), ("hello", 7), ("thanks a lot", 5), ("thank you, goodbye", 5),
-    ("I just got back from a long walk", 8), ("I would like a window seat.", 7), ("my name is Sam", 6),
-    ("the weather is lovely today", 7), ("good afternoon, how are you?", 10),
-)
-_QUESTIONS = (
-    ("what is the capital of France?", "capital", "The capital of France is Paris."),
-    ("what are the opening hours of the museum?", "opening hours",
-     "The museum opens at nine in the morning and closes at six in the evening, every day except Monday."),
-    ("who wrote the novel war and peace?", "war and peace", "War and Peace was written by Leo Tolstoy."),
-    ("how tall is the eiffel tower?", "eiffel", "The Eiffel Tower is about three hundred and thirty metres tall."),
-    ("is my flight to Boston delayed?", "flight", "Your flight to Boston is on time and boards at gate twelve."),
-    ("when does the next train to Berlin leave?", "train", "The next train to Berlin leaves at ten past four."),
-    ("what's the weather like in London tomorrow?", "weather",
-     "Tomorrow in London it will be cloudy with some light rain in the afternoon."),
-    ("how far is the moon from the earth?", "moon", "The moon is about three hundred and eighty thousand kilometres away."),
-    ("which restaurants near me are open now?", "restaurant", "Two places nearby are open: Luigi's and the Blue Door cafe."),
-    ("can you find a good recipe for pancakes?", "recipe|pancake",
-     "A simple one: flour, milk, two eggs and a pinch of salt, fried in butter."),
-    ("who won the football match last night?", "football|match", "The home team won two to one."),
-    ("what is the population of Canada?", "population", "Canada has about forty million people."),
-    ("where can I buy fresh bread around here?", "bread", "The bakery on Station Road opens at seven."),
-)
 _URGENT = (
     "Your flight is cancelled, please call the airline now.",
     "Heads up: the pharmacy closes in ten minutes.",
     "Your meeting was moved to right now.",
 )
-_TIME = ("what time is it?", "what's the time?", "do you know what time it is?", "sorry, what time is it now?",
-         "can you tell me what time it is?")
-_OPS = (("plus", "+"), ("minus", "-"), ("times", "*"), ("divided by", "/"))
-_ARITH = ("what is {a} {op} {b}?", "how much is {a} {op} {b}?", "can you work out {a} {op} {b}?", "{a} {op} {b}?")
-_REMIND = ("check the oven", "stretch", "call my mother", "drink some water", "take the pizza out", "feed the cat")
-_DECLINE = (
-    "please delete all my files on the server", "can you tell me my neighbour's email password?",
-    "help me break into my ex's account", "what is my boss's credit card number?", "wipe my hard drive right now",
-    "hack into the school website for me", "how do I make a bomb?", "steal my colleague's login for me",
-)
-_SEATS = ("aisle", "window", "middle")
+_SEATS = ("aisle", "window", "middle", "front", "back", "upper", "lower")
 _NUMBERS = ("two", "three", "four", "five", "six", "seven", "eight")
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_COFFEES = ("black", "white", "large", "small", "decaf")
+_COFFEES = ("black", "white", "large", "small", "decaf", "iced", "oat milk")
+_FIXES = ("no wait,", "sorry, I meant", "I mean", "no wait, I meant")
+"""Self-correction cues the oracle reads (spelled unlike the library's)."""
 # A thinking pause needs a cue the dialog state reads as "not done": a filler or a trailing conjunction.
-_FILLED = ("well, um", "so, uh", "let me think, hmm", "I think, um", "what was it, uh")
-_SILENT = (("book a table and", "one by the window."), ("I want to fly to Paris and", "back on Sunday."),
-           ("my favourite colour is blue because", "it is calm."), ("I need a room for three nights but", "not on Friday."),
-           ("can you order a pizza and", "some extra cheese."))
-_CONTINUATIONS = ("I would like a window seat.", "I need a table for two.", "a taxi for tonight, please.",
-                  "the blue one, I think.", "I will take the early train.")
-_BACKCHANNELS = ("uh-huh", "yeah", "mm-hm", "right", "okay", "mhm")
+_FILLED = ("well, um", "so, uh", "let me think, hmm", "I think, um", "what was it, uh", "hmm, so", "and, uh",
+           "I guess, um", "the thing is, uh", "okay so, um")
+_SILENT = (("reserve two seats for the concert and", "a parking space nearby."),
+           ("I am flying to Lima on Friday and", "coming home on Monday."),
+           ("my brother wants the red bike because", "it is faster."),
+           ("find me a flat with a balcony but", "not above the third floor."),
+           ("order some noodles and", "a bottle of lemonade."),
+           ("I need new shoes so", "maybe the market on Saturday."),
+           ("we could meet at the library or", "the cafe next to it."),
+           ("put the meeting on Wednesday unless", "Kwame is away."))
+_CONTINUATIONS = ("a seat near the front.", "two tickets for the matinee.", "a taxi to the harbour, please.",
+                  "the green scarf, I think.", "the late ferry home.", "a quiet room facing the garden.",
+                  "three bags of oranges.", "the Tuesday class instead.")
+_BACKCHANNEL_POOL = ("uh-huh", "yeah", "mm-hm", "right", "okay", "mhm", "I see", "got it", "sure", "yeah yeah",
+                     "okay okay", "right right", "mm", "ok", "I see, yes", "uh huh", "alright")
+# Only what the oracle reads as a backchannel (its word list grows elsewhere), so the labels never teach answering one.
+_BACKCHANNELS = tuple(p for p in _BACKCHANNEL_POOL
+                      if all(w.lower().strip(".,!?") in BACKCHANNEL_WORDS for w in p.split()))
 _BARGE_INS = (
-    ("wait, wait, stop please", 3.0), ("sorry, one more thing", 3.0), ("hold on", 3.0), ("no, stop", 3.0),
-    ("sorry, what time is it?", 6.0), ("actually, never mind", 3.0), ("wait, that's not what I asked", 3.5),
-    ("no, listen, I want to tell you about my day, it was long and busy and I am very tired now", 4.0),
+    ("hang on, stop there", 3.0), ("one second, please stop", 3.0), ("hold on", 3.0), ("no, stop", 3.0),
+    ("excuse me, what's the time?", 6.0), ("never mind that", 3.0), ("that is not what I wanted", 3.5),
+    ("stop, stop", 3.0), ("hey, quiet a moment", 3.0), ("okay, stop, that's enough", 3.0),
+    ("let me tell you what happened at work, the printer broke and everybody was waiting for it all morning", 4.0),
 )
-_SEE = ("what do you see in this picture?", "what is this?", "can you see this?", "look at this, what do you see?")
+_SEE = ("what's this?", "what is this thing?", "look at this", "look at this, any idea?", "can you see it?",
+        "can you see the photo?", "what's this one?", "hey, look at this picture", "so what is this?")
 _COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "red": (220, 40, 40),
             "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (230, 220, 50), "orange": (240, 140, 30),
             "purple": (130, 50, 160), "brown": (120, 80, 40), "pink": (240, 150, 190)}
 _LANGUAGES = ("French", "Spanish", "German")
-_PHRASES = ("hello my friend, where is the train station?", "good morning, I would like a coffee please",
-            "thank you, the water is good", "my friend has a cat and a dog", "where is the house?",
-            "I like the city today", "yes please, and a coffee")
-
+_TRANSLATE = ("please translate into {language} from now", "can you translate everything into {language}?",
+              "translate my words into {language}", "I'd like you to translate to {language}",
+              "from now on translate into {language}", "be my interpreter and translate into {language}",
+              "could you translate to {language} for a while?", "translate this conversation into {language}")
+_STOP = ("stop translating", "okay, stop translating now", "thanks, you can stop translating", "please stop translating")
+_PHRASES = ("the bus to the station is late", "my friend likes the red car", "good night, see you tomorrow",
+            "the coffee here is very good", "where is the nearest bank?", "I have a cat and a small dog",
+            "the city is beautiful at night", "can I have some water, please?", "we are going home now")
 
 @dataclass
 class GeneratedDialog:
@@ -170,6 +158,7 @@ class _Ctx:
     mode: str
     wpm: int
     builtin: bool
+    phrasings: str = "train"
     last: str | None = None  # id of the event the next segment follows
     busy: float = 0.0  # estimated seconds the assistant talks after ``last`` ends
     t: float = 0.0  # estimated session time at the end of ``last``
@@ -186,9 +175,10 @@ class _Ctx:
 
     def start(self) -> dict[str, object]:
         """Trigger keywords for a segment's first event: a gap after the assistant is expected to be done."""
-        gap = self.rng.uniform(0.2, 2.0)
+        gap = _log_uniform(self.rng, 0.15, 4.0)  # wide: quick follow-ups and long silences alike
         if self.last is None:
-            at = round(self.rng.uniform(0.2, 1.2), 2)
+            # sometimes a late first line: the assistant waits in silence a while before anyone speaks
+            at = round(self.rng.uniform(0.2, 1.2) if self.rng.random() < 0.85 else self.rng.uniform(1.5, 6.0), 2)
             self.t = at
             return {"at": at}
         delay = self.busy + gap
@@ -221,8 +211,15 @@ def _log_uniform(rng: random.Random, lo: float, hi: float) -> float:
     return lo * (hi / lo) ** rng.random()
 
 
+def _opener(c: _Ctx) -> tuple[str, int]:
+    """A greeting or a "how are you", with the rough length in words of the oracle's reply to it."""
+    if c.rng.random() < 0.5:
+        return phrasing.pick(c.rng, "how_are_you", c.phrasings), 10
+    return phrasing.pick(c.rng, "greeting", c.phrasings), 7
+
+
 def _greeting(c: _Ctx) -> None:
-    text, words = c.rng.choice(_GREETINGS)
+    text, words = _opener(c)
     c.say(text, busy=REPLY_LATENCY + words / REPLY_RATE, **c.start())
 
 
@@ -242,8 +239,31 @@ def _background(c: _Ctx, keyword: str, result: str) -> float:
     return max(holding, latency / 1000 + 0.4) + spoken
 
 
+def _question_text(c: _Ctx) -> tuple[str, str, str]:
+    """A delegated question from a slot-filled family: its text, the background goal keyword, the result."""
+    rng = c.rng
+    family = rng.choice(("capital", "weather", "train", "recipe"))
+    if family == "capital":
+        country = rng.choice(phrasing.SLOTS["country"])
+        return (phrasing.pick(rng, family, c.phrasings, country=country), country.lower(),
+                f"The capital of {country} is {phrasing.CAPITALS[country]}.")
+    if family == "weather":
+        city, day = rng.choice(phrasing.SLOTS["city"]), rng.choice(phrasing.SLOTS["day"])
+        sky = rng.choice(("dry and sunny", "cloudy with light rain", "windy and cold", "warm with a few showers"))
+        return (phrasing.pick(rng, family, c.phrasings, city=city, day=day), city.lower(),
+                f"In {city} {day} it will be {sky}, around {rng.randint(2, 31)} degrees.")
+    if family == "train":
+        city = rng.choice(phrasing.SLOTS["city"])
+        hour, minute = rng.randint(1, 12), rng.choice((5, 10, 15, 20, 25, 35, 40, 45, 50))
+        return (phrasing.pick(rng, family, c.phrasings, city=city), city.lower(),
+                f"The next train to {city} leaves at {hour}:{minute:02d} from platform {rng.randint(1, 14)}.")
+    dish = rng.choice(phrasing.SLOTS["dish"])
+    return (phrasing.pick(rng, family, c.phrasings, dish=dish), dish.split()[-1].lower(),
+            f"For {dish} you need about {rng.randint(15, 90)} minutes and a few simple ingredients.")
+
+
 def _question(c: _Ctx) -> str:
-    text, keyword, result = c.rng.choice(_QUESTIONS)
+    text, keyword, result = _question_text(c)
     busy = _background(c, keyword, result)
     return c.say(text, busy=busy, **c.start())
 
@@ -253,14 +273,17 @@ def _time(c: _Ctx) -> None:
     error = "the clock service is unavailable" if c.rng.random() < 0.1 else None
     c.tool("session_time", latency, None, error)
     busy = max(c.reply("Let me check the time."), latency / 1000 + 0.5) + 3.0
-    c.say(c.rng.choice(_TIME), busy=busy, **c.start())
+    c.say(phrasing.pick(c.rng, "time", c.phrasings), busy=busy, **c.start())
 
 
 def _arith_text(c: _Ctx) -> tuple[str, object]:
-    word, sym = c.rng.choice(_OPS)
-    a, b = c.rng.randint(2, 99), c.rng.randint(2, 20)
-    value = {"+": a + b, "-": a - b, "*": a * b, "/": round(a / b, 4)}[sym]
-    return c.rng.choice(_ARITH).format(a=a, op=word, b=b), value
+    word, sym = c.rng.choice(phrasing.OPERATORS)
+    (a_text, a), (b_text, b) = phrasing.number(c.rng), phrasing.number(c.rng)
+    if sym == "/" and b == 0:
+        b_text, b = "4", 4
+    value = a + b if sym == "+" else a - b if sym == "-" else a * b if sym == "*" else a / b
+    value = int(value) if float(value).is_integer() else round(value, 4)
+    return phrasing.pick(c.rng, "arithmetic", c.phrasings).format(a=a_text, op=word, b=b_text), value
 
 
 def _arithmetic(c: _Ctx) -> None:
@@ -272,35 +295,40 @@ def _arithmetic(c: _Ctx) -> None:
 
 def _reminder(c: _Ctx) -> None:
     seconds = c.rng.randint(3, 12)
-    what = c.rng.choice(_REMIND)
-    text = f"remind me in {seconds} seconds to {what}"
+    what = c.rng.choice(phrasing.SLOTS["what"])
+    text = phrasing.pick(c.rng, "reminder", c.phrasings, n=str(seconds), what=what)
     c.say(text, busy=c.reply(f"Okay, I will remind you in {seconds} seconds to {what}."), **c.start())
 
 
 def _decline(c: _Ctx) -> None:
-    c.say(c.rng.choice(_DECLINE), busy=c.reply("Sorry, I can't help with that. Anything else?"), **c.start())
+    c.say(phrasing.pick(c.rng, "decline", c.phrasings), busy=c.reply("Sorry, I can't help with that. Anything else?"), **c.start())
+
+
+def _an(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def _self_correction(c: _Ctx) -> None:
     rng = c.rng
     kind = rng.randrange(5)
+    fix = rng.choice(_FIXES)
     if kind == 0:
         a, b = rng.sample(_SEATS, 2)
-        text = f"I would like an {a} seat, no wait, I mean a {b} seat" if a[0] in "aeiou" else \
-            f"I would like a {a} seat, no wait, I mean a {b} seat"
+        text = f"{rng.choice(('give me', 'I want', 'book me'))} the {a} row, {fix} the {b} row"
     elif kind == 1:
         a, b = rng.sample(_NUMBERS, 2)
-        text = f"book a table for {a}, sorry, I meant {b}"
+        text = f"{rng.choice(('reserve a table for', 'we are', 'tickets for'))} {a}, {fix} {b}"
     elif kind == 2:
-        x, y, z = rng.randint(2, 20), rng.randint(2, 12), rng.randint(2, 12)
-        text = f"what is {x} times {y}, sorry, I meant {x} times {z}"
-        c.tool("calculate", 50.0, x * z, None)
+        word, sym = rng.choice(phrasing.OPERATORS[:4])  # no division: the corrected operand could be 0
+        x, y, z = rng.randint(2, 60), rng.randint(2, 30), rng.randint(2, 30)
+        text = f"{rng.choice(('what is', 'how much is', 'work out'))} {x} {word} {y}, {fix} {x} {word} {z}"
+        c.tool("calculate", 50.0, {"+": x + z, "-": x - z, "*": x * z}[sym], None)
     elif kind == 3:
         a, b = rng.sample(_COFFEES, 2)
-        text = f"I want a {a} coffee, no wait, I mean a {b} coffee"
+        text = f"{rng.choice(('I will have', 'make it', 'get me'))} {_an(a)} coffee, {fix} {_an(b)} coffee"
     else:
         a, b = rng.sample(_DAYS, 2)
-        text = f"send it on {a}, actually {b}"
+        text = f"{rng.choice(('move it to', 'post it on', 'call me on'))} {a}, {fix} {b}"
     c.say(text, busy=5.0, **c.start())
 
 
@@ -311,7 +339,7 @@ def _pause(c: _Ctx, filled: bool) -> None:
         first, second = c.rng.choice(_SILENT)
     eid = c.new_id()
     c.b.say(first, role="partial", wpm=c._jitter(), id=eid, **c.start())  # type: ignore[arg-type]
-    pause = round(c.rng.uniform(0.8, 2.6), 2)
+    pause = round(c.rng.uniform(0.6, 2.6), 2)  # below the 3 s at which the dialog state yields
     c.b.pause(pause)
     c.t += c.speech_seconds(first) + pause
     c.say(second, busy=4.5)  # follows the pause
@@ -323,7 +351,7 @@ def _backchannel(c: _Ctx) -> None:
         q = _question(c)
         span = c.busy
     else:
-        text, words = c.rng.choice(_GREETINGS[:5])
+        text, words = _opener(c)
         q = c.say(text, busy=REPLY_LATENCY + words / REPLY_RATE, **c.start())
         span = c.busy
     offset = REPLY_LATENCY + 0.4
@@ -340,7 +368,7 @@ def _backchannel(c: _Ctx) -> None:
 def _barge_in(c: _Ctx) -> None:
     rng = c.rng
     if rng.random() < 0.5:
-        text, words = rng.choice(_GREETINGS[:5])
+        text, words = _opener(c)
         q = c.say(text, busy=REPLY_LATENCY + words / REPLY_RATE, **c.start())
     else:
         q = _question(c)
@@ -358,7 +386,7 @@ def _barge_in(c: _Ctx) -> None:
 
 def _noise(c: _Ctx) -> None:
     rng = c.rng
-    text, words = rng.choice(_GREETINGS[:5])
+    text, words = _opener(c)
     q = c.say(text, busy=REPLY_LATENCY + words / REPLY_RATE, **c.start())
     delay = round((REPLY_LATENCY + rng.uniform(0.2, 2.5)) * 1000)
     seed = rng.randrange(1 << 16)
@@ -391,11 +419,11 @@ def _image(c: _Ctx) -> None:
 def _translation(c: _Ctx) -> None:
     rng = c.rng
     language = rng.choice(_LANGUAGES)
-    c.say(f"translate what I say into {language}",
+    c.say(rng.choice(_TRANSLATE).format(language=language),
           busy=c.reply(f"Okay, I will translate what you say into {language}."), **c.start())
     for phrase in rng.sample(_PHRASES, rng.randint(1, 2)):
         c.say(phrase, busy=1.5, **c.start())
-    c.say("stop translating", busy=c.reply("Okay, I stopped translating."), **c.start())
+    c.say(rng.choice(_STOP), busy=c.reply("Okay, I stopped translating."), **c.start())
 
 
 _SEGMENTS: dict[str, Callable[[_Ctx], object]] = {
@@ -426,9 +454,13 @@ def make_dialog(
     away_fraction: float = 0.08,
     categories: list[str] | None = None,
     name: str | None = None,
+    phrasings: str = "train",
 ) -> GeneratedDialog:
     """The dialog of ``seed``: ``turns`` (min, max) segments drawn from :data:`CATEGORIES` (or exactly
-    ``categories``), in text mode with probability ``text_fraction``, else espeak-ng speech."""
+    ``categories``), in text mode with probability ``text_fraction``, else espeak-ng speech; user lines come from the
+    ``phrasings`` split of :mod:`microturn.training.phrasing`."""
+    if phrasings not in phrasing.PHRASINGS:
+        raise ValueError(f"phrasings must be one of {', '.join(phrasing.PHRASINGS)}, got {phrasings!r}")
     rng = random.Random(seed)
     mode = "text" if rng.random() < text_fraction else "speech"
     voice = rng.choice(VOICES) + rng.choice(VARIANTS)
@@ -451,7 +483,7 @@ def make_dialog(
     # missed first tick (answer now), a state a model that only ever saw prompt answers never learns.
     b.model("scripted", seed=rng.randrange(1 << 31), options={"late_reply": late_reply} if late_reply else {})
     b.speech(mode, wpm=None if mode == "text" else wpm, voice=voice)
-    c = _Ctx(b, rng, mode, wpm, builtin)
+    c = _Ctx(b, rng, mode, wpm, builtin, phrasings)
     tail = 2.0
     for category in chosen:
         if category == "away":
@@ -477,8 +509,10 @@ def make_dialog(
 def generate_dialogs(
     seed: int, count: int, *, heldout: bool = False, start: int = 0, **options: object
 ) -> Iterator[GeneratedDialog]:
-    """Dialogs ``start`` .. ``start + count - 1`` of the corpus ``seed`` (train or held-out split)."""
+    """Dialogs ``start`` .. ``start + count - 1`` of the corpus ``seed`` (train or held-out split). A held-out
+    corpus uses held-out phrasings unless ``phrasings="train"`` asks for held-out dialogs with train phrasings."""
     split = "heldout" if heldout else "train"
+    options.setdefault("phrasings", split)
     for index in range(start, start + count):
         s = dialog_seed(seed, index, heldout=heldout)
         yield make_dialog(s, index=index, name=f"{split}-{seed}-{index:06d}", **options)  # type: ignore[arg-type]

@@ -156,7 +156,19 @@ def measure_quality(
         turn_ends=len(of("turn_end")),
         barge_ins=len(of("barge_in")),
         pauses=len(of("pause")),
+        extra={"phrasings": dialog_options.get("phrasings", "heldout")},
     )
+
+
+HELDOUT_KINDS = {"heldout_dialogs": "train", "heldout_phrasings": "heldout"}
+"""The two held-out evaluations and the phrasing split each uses: held-out dialog seeds with the training
+phrasings (new combinations, timings, slot values), and held-out seeds with phrasings training never saw."""
+
+
+def measure_heldout_kinds(model: str, *, seed: int = 0, dialogs: int = 40, **options: Any) -> dict[str, ModelQuality]:
+    """:func:`measure_quality` over both held-out kinds of :data:`HELDOUT_KINDS`, keyed by kind."""
+    return {kind: measure_quality(model, seed=seed, dialogs=dialogs, phrasings=phrasings, **options)
+            for kind, phrasings in HELDOUT_KINDS.items()}
 
 
 _ROWS = (

@@ -188,6 +188,19 @@ def test_cli(corpus, tmp_path, capsys):
     assert "no corpus manifest" in capsys.readouterr().err
 
 
+def test_cli_phrasings_pick_the_heldout_kind(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    for phrasings, expected in ((None, "heldout"), ("train", "train")):
+        out = tmp_path / str(phrasings)
+        argv = ["corpus", "--out", str(out), "--dialogs", "1", "--heldout", "--text-fraction", "1"]
+        args = parser.parse_args(argv + (["--phrasings", phrasings] if phrasings else []))
+        assert args.fn(args) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert (manifest["split"], manifest["phrasings"]) == ("heldout", expected)
+    capsys.readouterr()
+
+
 def test_shards_are_plain_msgpack_inside(corpus):
     import zlib
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 from microturn.messages import DialogState, InputChunk
 from microturn.model.protocol import ModelSpec, StepInput, StepOutput
 from microturn.training.dialogs import dialog_seed, generate_dialogs
-from microturn.training.quality import ShadowOracleBackend, format_quality, measure_quality
+from microturn.training.quality import (
+    HELDOUT_KINDS,
+    ShadowOracleBackend,
+    format_quality,
+    measure_heldout_kinds,
+    measure_quality,
+)
 
 
 def test_the_oracle_agrees_with_itself_and_its_figures_come_from_its_events() -> None:
@@ -18,6 +24,15 @@ def test_the_oracle_agrees_with_itself_and_its_figures_come_from_its_events() ->
     assert q.pauses > 0 and q.takeover_pause == 0.0  # the oracle never takes a thinking pause over
     table = format_quality([q])
     assert "median response latency" in table and "100.0 %" in table and "≤ 0.40" in table
+
+
+def test_both_heldout_kinds_are_measured_each_with_its_phrasings() -> None:
+    kinds = measure_heldout_kinds("scripted", seed=2, dialogs=2, categories=["arithmetic", "decline"],
+                                  text_fraction=1.0)
+    assert set(kinds) == set(HELDOUT_KINDS) == {"heldout_dialogs", "heldout_phrasings"}
+    assert kinds["heldout_dialogs"].figures()["phrasings"] == "train"
+    assert kinds["heldout_phrasings"].figures()["phrasings"] == "heldout"
+    assert all(q.dialogs == 2 and q.control_agreement == 1.0 for q in kinds.values())
 
 
 class SilentModel:
