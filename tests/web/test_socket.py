@@ -109,3 +109,27 @@ def test_decode_client_refuses_out_of_range_values_naming_them() -> None:
             decode_client(data)
         assert info.value.field == field
     assert decode_client('{"type":"played","v":1,"samples":5}').samples == 5
+
+
+async def test_concurrent_sessions_get_only_their_own_frames() -> None:
+    """Several sockets on one server, each with its own line: every session's echo is its own and each gets audio."""
+    n = 4  # 20 did not finish within 90 s on the shared 2-core machine: see docs/decisions.md
+
+    async with open_web(WebServer(_spec()), port=0) as url:
+        got: dict[int, list[dict]] = {}
+
+        async def one(i: int) -> None:
+            ws = await trio.to_thread.run_sync(_connect, url)
+            try:
+                ws.send(json.dumps({"type": "text", "v": 1, "text": f"session number {i}"}))
+                got[i] = await _frames_until(ws, lambda fs: any(f["type"] == "audio_out" for f in fs), limit=90)
+            finally:
+                ws.close()
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(one, i)
+    assert sorted(got) == list(range(n))
+    for i, frames in got.items():
+        users = [f["text"] for f in frames if f["type"] == "words" and f["role"] == "user"]
+        assert users == [f"session number {i}"]
