@@ -30,7 +30,7 @@ function play(frame) {
   }
   playback.port.postMessage(out);
 }
-ws.onopen = () => { $("state").textContent = "connected"; audio().catch((e) => hooks.errors.push(String(e))); };
+ws.onopen = () => { hooks.open = true; $("state").textContent = "connected"; audio().catch((e) => hooks.errors.push(String(e))); };
 ws.onclose = () => { $("state").textContent = "disconnected"; };
 ws.onmessage = (e) => {
   const f = JSON.parse(e.data); hooks.frames++;
