@@ -16,8 +16,8 @@ import trio
 pytest.importorskip("starlette")
 websockets = pytest.importorskip("websockets")
 
-from microturn.assembly import PipelineSpec  # noqa: E402
-from microturn.web import WebServer, open_web  # noqa: E402
+from microturn.assembly import PipelineSpec
+from microturn.web import WebServer, open_web
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs chromium")
