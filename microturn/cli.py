@@ -296,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_corpus(sub)
 
+    from microturn.web.cli import register as register_web
+
+    register_web(sub)
+
     metrics = sub.add_parser("metrics", help="Full-Duplex-Bench metrics of a recording (live or scripted)")
     metrics.add_argument("file")
     metrics.set_defaults(fn=_cmd_metrics)
