@@ -28,7 +28,8 @@ Protocol (who publishes what, when):
 
 - **References.** The model's text may point at a tool result or a background result it was fed instead of
   spelling it (:mod:`microturn.model.references`); the actor renders those words verbatim before publishing, and
-  one that does not resolve renders as nothing (logged as ``reference_unresolved``), never as a guess.
+  one that does not resolve renders as nothing (logged as ``reference_unresolved``), never as a guess. A
+  delegated goal may be the user's words by reference (``\\x01L{n}``); one that does not resolve delegates nothing.
 
 Modes: in **lockstep** the step runs as owned work that starts once the session has settled after the chunk,
 and holds the session clock while it steps, so outcomes never depend on machine speed; by then the
@@ -225,6 +226,7 @@ class InteractionActor(Actor):
         )
         self.background, self.tool_results, self.heard = [], [], []
         # Numbered in the order the model sees them, so "the n-th result" means the same on both sides.
+        self.references.add_user(chunk.text)
         for update in step_input.background:
             self.references.add_background(update.status, update.text)
         for result in step_input.tool_results:
@@ -270,10 +272,16 @@ class InteractionActor(Actor):
         await self.publish(OutputChunk(tick=tick + 1, generation=g, text=text, audio=out.audio, controls=controls))
         if "end_utterance" in controls:
             self.current = None
-        if out.delegate:
+        goal = out.delegate
+        if goal:
+            goal, missing = self.references.resolve(goal)
+            if missing or not goal:  # a goal that does not resolve is not guessed: nothing is delegated
+                self.log.warning("delegate_goal_unresolved", tick=tick, references=missing, goal=out.delegate)
+                goal = None
+        if goal:
             self.counters["task"] += 1
             task_id = f"task-{self.counters['task']}"
-            await self.publish(Delegate(task_id=task_id, goal=out.delegate, context=self._context(), generation=g))
+            await self.publish(Delegate(task_id=task_id, goal=goal, context=self._context(), generation=g))
         if out.tool_call is not None:
             self.counters["call"] += 1
             call_id = f"{out.tool_call.name}-{self.counters['call']}"

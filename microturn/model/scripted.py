@@ -71,7 +71,7 @@ import numpy as np
 from microturn.messages import BackgroundUpdate, ToolResult
 
 from .protocol import BlockingModelSession, ModelSpec, StepInput, StepOutput, ToolRequest
-from .references import REF, bg_ref, tool_ref
+from .references import MAX_WORDS, REF, bg_ref, tool_ref, words_ref
 
 __all__ = ["BACKCHANNEL_WORDS", "ScriptedPolicy", "ScriptedSession"]
 
@@ -210,6 +210,8 @@ class ScriptedSession(BlockingModelSession):
         self.steps = 0
         self.n_tools = 0
         self.n_backgrounds = 0
+        self.fed: list[str] = []  # the user's latest words as fed (for goals by reference), and how many dropped
+        self.fed_offset = 0
         self.translate_to: str | None = None
         self.translations: deque[_Utterance] = deque()
         self.held: list[str] = []  # a trailing "stop" while translating: maybe the start of "stop translating"
@@ -234,6 +236,10 @@ class ScriptedSession(BlockingModelSession):
     def _observe(self, inp: StepInput, state: str | None) -> None:
         chunk, dialog = inp.chunk, inp.dialog
         text = chunk.text.strip()
+        self.fed += text.split()
+        if len(self.fed) > MAX_WORDS:
+            self.fed_offset += len(self.fed) - MAX_WORDS
+            del self.fed[: len(self.fed) - MAX_WORDS]
         speech = bool(text) or chunk.speech_prob >= self.policy.speech_threshold
         if self.current is not None and self.current.pos > 0:
             if inp.speaking:
@@ -468,7 +474,8 @@ class ScriptedSession(BlockingModelSession):
         extra: dict[str, Any] = {}
         if first and u.delegate is not None:
             controls.append("delegate")
-            extra["delegate"] = u.delegate
+            # The question by reference when it is the user's words as fed (a self-correction is spelled).
+            extra["delegate"] = words_ref(self.fed, u.delegate.split(), self.fed_offset) or u.delegate
         if first and u.tool is not None:
             controls.append("tool_call")
             extra["tool_call"] = u.tool

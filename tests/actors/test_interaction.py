@@ -449,3 +449,16 @@ async def test_reference_words_render_what_the_model_was_fed_and_never_more(auto
     assert [o.text for o in of(log, OutputChunk) if o.text] == ["That makes 84.", "Paris is the capital.", "It was ."]
     assert sum(len(i.tool_results) for i in model.inputs) == 1  # the result reached the model once
     assert actor.references.unresolved == 1
+
+
+async def test_a_goal_by_reference_delegates_the_users_words_and_an_unresolved_one_nothing(autojump_clock) -> None:
+    model = ModelDouble(
+        {
+            2: StepOutput(controls=["delegate"], delegate="\x01L6"),
+            3: StepOutput(controls=["delegate"], delegate="\x01U40-41"),  # never fed: not guessed
+        }
+    )
+    actor = InteractionActor(BackendDouble(model))
+    log = await run([PerceptionDouble({0: "what is the capital", 1: "of France?"}), actor], 5)
+    assert [d.goal for d in of(log, Delegate)] == ["what is the capital of France?"]
+    assert actor.references.unresolved == 1

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
-from microturn.model.references import REF, ReferenceBook, bg_ref, render_value, tool_ref
+from microturn.model.references import MAX_WORDS, REF, ReferenceBook, bg_ref, render_value, tool_ref, words_ref
 
 values = st.one_of(
     st.integers(-10**9, 10**9),
@@ -74,3 +74,32 @@ def test_a_book_is_bounded() -> None:
     assert list(book.tools) == [4, 5]
     with pytest.raises(ValueError, match="keep: expected 1..4096, got 0"):
         ReferenceBook(keep=0)
+
+
+@seed(13)
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(words, max_size=6), min_size=1, max_size=12), st.data())
+def test_a_goal_by_reference_renders_exactly_the_words_it_points_at(chunks, data) -> None:
+    book = ReferenceBook()
+    for chunk in chunks:
+        book.add_user(" ".join(chunk))
+    fed = [w for chunk in chunks for w in chunk]
+    if not fed:
+        assert words_ref(fed, ["x"]) is None
+        return
+    i = data.draw(st.integers(0, len(fed) - 1))
+    j = data.draw(st.integers(i + 1, len(fed)))
+    ref = words_ref(fed, fed[i:j])
+    assert ref is not None and book.resolve(ref) == (" ".join(fed[i:j]), [])
+    assert words_ref(fed, [*fed[i:j], "\x02never"]) is None  # not what was fed: spelled, never pointed at
+    assert book.resolve(f"{REF}U{len(fed) + 1}-{len(fed) + 2}") == ("", [f"U{len(fed) + 1}-{len(fed) + 2}"])
+
+
+def test_old_user_words_are_dropped_from_a_bounded_book() -> None:
+    book = ReferenceBook()
+    for n in range(MAX_WORDS + 10):
+        book.add_user(f"w{n}")
+    assert len(book.words) == MAX_WORDS and book.resolve(f"{REF}U1-2")[0] == ""
+    assert book.resolve(f"{REF}L2")[0] == f"w{MAX_WORDS + 8} w{MAX_WORDS + 9}"
+    fed, offset = book.words, book.n_words - len(book.words)
+    assert words_ref(fed[:-1], [f"w{MAX_WORDS + 5}"], offset) == f"{REF}U{MAX_WORDS + 6}-{MAX_WORDS + 6}"

@@ -51,11 +51,13 @@ class Conversation:
             self.book.add_background(update.status, update.text)
         for result in step_input.tool_results:
             self.book.add_tool(result.ok, result.value)
+        self.book.add_user(text)
         raw = self.session.step_sync(step_input)
         self.raw.append(raw)
         text_out, missing = self.book.resolve(raw.text)
-        assert not missing, f"unresolved references {missing} in {raw.text!r}"
-        out = msgspec.structs.replace(raw, text=text_out)
+        goal, missing_goal = self.book.resolve(raw.delegate) if raw.delegate else (raw.delegate, [])
+        assert not missing and not missing_goal, f"unresolved references {missing + missing_goal} in {raw}"
+        out = msgspec.structs.replace(raw, text=text_out, delegate=goal)
         self.tick += 1
         if out.text:
             self.speaking = True
@@ -197,6 +199,7 @@ def test_delegates_a_question_it_cannot_answer() -> None:
     c.step("what is the capital of France?", dialog=state("speaking"))
     first = c.step(dialog=state("inviting"))
     assert first.delegate == "what is the capital of France?"
+    assert c.raw[-1].delegate == "\x01L6"  # said by reference: four payload bytes, not thirty spelled
     assert first.controls == ["speak", "delegate"]
     assert " ".join([first.text, c.run(20)]) == "Let me look that up."
 
