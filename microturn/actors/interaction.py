@@ -26,6 +26,11 @@ Protocol (who publishes what, when):
   :class:`ContextPackage` (recent transcript, what the user heard, the dialog state, the tool names);
   ``StepOutput.tool_call`` -> ``ToolCall(call_id="{name}-{n}", name, args)``; both carry the generation.
 
+- **References.** The model's text may point at a tool result or a background result it was fed instead of
+  spelling it (:mod:`microturn.model.references`); the actor renders those words verbatim before publishing, and
+  one that does not resolve renders as nothing (logged as ``reference_unresolved``), never as a guess. A
+  delegated goal may be the user's words by reference (``\\x01L{n}``); one that does not resolve delegates nothing.
+
 Modes: in **lockstep** the step runs as owned work that starts once the session has settled after the chunk,
 and holds the session clock while it steps, so outcomes never depend on machine speed; by then the
 ``DialogState`` derived from chunk k has arrived, so the step for chunk k sees it (no tick of lag between
@@ -59,6 +64,7 @@ from microturn.messages import (
     TranscriptLine,
 )
 from microturn.model.protocol import ModelBackend, ModelSession, ModelSpec, StepInput, StepOutput
+from microturn.model.references import ReferenceBook
 from microturn.model.scripted import ScriptedPolicy
 from microturn.runtime import Actor
 
@@ -124,6 +130,8 @@ class InteractionActor(Actor):
         self.counters = {"task": 0, "call": 0}
         self.transcript: deque[TranscriptLine] = deque(maxlen=transcript_lines)
         self.heard_texts: deque[str] = deque(maxlen=transcript_lines)
+        self.references = ReferenceBook()
+        """The tool and background results fed to the model, so its reference words render verbatim."""
 
     async def on_start(self) -> None:
         """Open the model session. After a restart: a fresh session, and the utterances of the failed run end
@@ -217,6 +225,12 @@ class InteractionActor(Actor):
             speaking=bool(self.open),
         )
         self.background, self.tool_results, self.heard = [], [], []
+        # Numbered in the order the model sees them, so "the n-th result" means the same on both sides.
+        self.references.add_user(chunk.text)
+        for update in step_input.background:
+            self.references.add_background(update.status, update.text)
+        for result in step_input.tool_results:
+            self.references.add_tool(result.ok, result.value)
         generation = self.generation
         model = self.model
         if model is None or self.stopping:
@@ -237,7 +251,9 @@ class InteractionActor(Actor):
         await self._apply(output, chunk.tick)
 
     async def _apply(self, out: StepOutput, tick: int) -> None:
-        text = out.text.strip()
+        text, missing = self.references.resolve(out.text.strip())
+        if missing:
+            self.log.warning("reference_unresolved", tick=tick, references=missing)
         controls = list(out.controls)
         if self.current is not None and not text and "silence" in controls:
             await self._cut("model_stopped")  # the model abandoned its utterance half-way
@@ -256,10 +272,16 @@ class InteractionActor(Actor):
         await self.publish(OutputChunk(tick=tick + 1, generation=g, text=text, audio=out.audio, controls=controls))
         if "end_utterance" in controls:
             self.current = None
-        if out.delegate:
+        goal = out.delegate
+        if goal:
+            goal, missing = self.references.resolve(goal)
+            if missing or not goal:  # a goal that does not resolve is not guessed: nothing is delegated
+                self.log.warning("delegate_goal_unresolved", tick=tick, references=missing, goal=out.delegate)
+                goal = None
+        if goal:
             self.counters["task"] += 1
             task_id = f"task-{self.counters['task']}"
-            await self.publish(Delegate(task_id=task_id, goal=out.delegate, context=self._context(), generation=g))
+            await self.publish(Delegate(task_id=task_id, goal=goal, context=self._context(), generation=g))
         if out.tool_call is not None:
             self.counters["call"] += 1
             call_id = f"{out.tool_call.name}-{self.counters['call']}"

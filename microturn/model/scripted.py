@@ -71,6 +71,7 @@ import numpy as np
 from microturn.messages import BackgroundUpdate, ToolResult
 
 from .protocol import BlockingModelSession, ModelSpec, StepInput, StepOutput, ToolRequest
+from .references import MAX_WORDS, REF, bg_ref, tool_ref, words_ref
 
 __all__ = ["BACKCHANNEL_WORDS", "ScriptedPolicy", "ScriptedSession"]
 
@@ -207,6 +208,10 @@ class ScriptedSession(BlockingModelSession):
         self.idle: deque[_Utterance] = deque()
         self.credit = 0.0
         self.steps = 0
+        self.n_tools = 0
+        self.n_backgrounds = 0
+        self.fed: list[str] = []  # the user's latest words as fed (for goals by reference), and how many dropped
+        self.fed_offset = 0
         self.translate_to: str | None = None
         self.translations: deque[_Utterance] = deque()
         self.held: list[str] = []  # a trailing "stop" while translating: maybe the start of "stop translating"
@@ -231,6 +236,10 @@ class ScriptedSession(BlockingModelSession):
     def _observe(self, inp: StepInput, state: str | None) -> None:
         chunk, dialog = inp.chunk, inp.dialog
         text = chunk.text.strip()
+        self.fed += text.split()
+        if len(self.fed) > MAX_WORDS:
+            self.fed_offset += len(self.fed) - MAX_WORDS
+            del self.fed[: len(self.fed) - MAX_WORDS]
         speech = bool(text) or chunk.speech_prob >= self.policy.speech_threshold
         if self.current is not None and self.current.pos > 0:
             if inp.speaking:
@@ -264,9 +273,10 @@ class ScriptedSession(BlockingModelSession):
         for update in inp.background:
             self._on_background(update)
         for result in inp.tool_results:
+            self.n_tools += 1  # numbered like the interaction actor's ReferenceBook: every result fed
             if not result.ok and (result.error or "").startswith("cancelled"):
                 continue  # a call cut off with its utterance: the user has moved on, nothing to report
-            phrase = _phrase_tool(result)
+            phrase = _phrase_tool(result, self.n_tools)
             if phrase:  # some results need no words (a timer that was set speaks when it fires)
                 self.idle.append(_say(phrase, kind="tool"))
         # A tick with speech never ends a turn: the dialog state the step sees is one tick old, and the first
@@ -312,12 +322,15 @@ class ScriptedSession(BlockingModelSession):
             self.paused, self.resuming = False, True
 
     def _on_background(self, update: BackgroundUpdate) -> None:
+        if update.status == "final":
+            self.n_backgrounds += 1  # numbered like the ReferenceBook: every final update, silent ones too
         if update.delivery == "silent" or update.status not in ("final", "failed"):
             return
         text = update.text if update.status == "final" else "Sorry, I could not finish looking that up."
         if not text.strip():
             return
-        utterance = _say(text, kind="background")
+        # A final result is said by reference (verbatim, whatever its length); a failure is our own words.
+        utterance = _say(bg_ref(self.n_backgrounds) if update.status == "final" else text, kind="background")
         if update.delivery == "interrupt" and update.status == "final":
             self._drop()
             self.urgent.append(utterance)
@@ -454,14 +467,15 @@ class ScriptedSession(BlockingModelSession):
             # and plays each in its slot, and a model whose slots spell a long word over two ticks still has it
             # there in time (without the lead, such a word leaves a silent window mid-sentence).
             self.credit = max(self.credit, 1.0 - self.wpt)
-        words = u.words[u.pos : u.pos + n]
+        words = [self._point(w) for w in u.words[u.pos : u.pos + n]]
         u.pos += n
         controls = ["backchannel"] if u.kind == "backchannel" else ["translate"] if u.kind == "translation" else ["speak"]
         controls = resume + controls
         extra: dict[str, Any] = {}
         if first and u.delegate is not None:
             controls.append("delegate")
-            extra["delegate"] = u.delegate
+            # The question by reference when it is the user's words as fed (a self-correction is spelled).
+            extra["delegate"] = words_ref(self.fed, u.delegate.split(), self.fed_offset) or u.delegate
         if first and u.tool is not None:
             controls.append("tool_call")
             extra["tool_call"] = u.tool
@@ -469,6 +483,19 @@ class ScriptedSession(BlockingModelSession):
             controls.append("end_utterance")
             self.current = None
         return StepOutput(text=" ".join(words), controls=controls, **extra)
+
+
+    def _point(self, word: str) -> str:
+        """A reference to the latest result in its short form (``\\x01T`` not ``\\x01T7``): what a model can
+        learn without counting; older results keep their number."""
+        if not word.startswith(REF):
+            return word
+        latest = {"T": self.n_tools, "B": self.n_backgrounds}
+        kind, rest = word[1:2], word[2:]
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        if digits and kind in latest and int(rest[:digits]) == latest[kind]:
+            return REF + kind + rest[digits:]
+        return word
 
 
 def _corrected(words: list[str]) -> list[str]:
@@ -501,16 +528,17 @@ def _main_colour(patches: bytes) -> str:
     return min(_COLOURS, key=lambda name: sum((a - b) ** 2 for a, b in zip(_COLOURS[name], mean, strict=True)))
 
 
-def _phrase_tool(result: ToolResult) -> str:
-    """A tool result in words. Call ids are ``"{name}-{n}"`` (the interaction actor's scheme)."""
+def _phrase_tool(result: ToolResult, n: int) -> str:
+    """A tool result in words, its value by reference (``n``: the result's number in the session). Call ids are
+    ``"{name}-{n}"`` (the interaction actor's scheme)."""
     name = result.call_id.rsplit("-", 1)[0]
     if not result.ok:
         return f"Sorry, the {name.replace('_', ' ')} tool failed."
     value = result.value
     if name == "session_time" and isinstance(value, (int, float)):
-        return f"It is {value:.1f} seconds into our conversation."
+        return f"It is {tool_ref(n)} seconds into our conversation."
     if name == "calculate":
-        return f"That makes {value}."
+        return f"That makes {tool_ref(n)}."
     if name == "set_timer":
         return ""
-    return f"The {name.replace('_', ' ')} result is {value}."
+    return f"The {name.replace('_', ' ')} result is {tool_ref(n)}."

@@ -12,20 +12,91 @@ session are pooled per event:
   the very same inputs the model got, so it says what the oracle would have decided on the model's own
   trajectory (the DAgger labelling; open-loop agreement on the oracle's trajectory is
   :func:`~microturn.training.train.evaluate_sessions`);
+* **content exact**: the share of tool results and final (non-silent) background results whose words the
+  assistant then said verbatim (a ``set_timer`` result says nothing until the timer fires, so it is not counted);
+* **invented facts**: numbers the assistant said that no input held (the user's words, a tool's value or
+  arguments, a background result, an image's patch count), plus delegated goals with a word the user never said;
 * **expectations**: the dialog scenarios' own checks are not used (generated dialogs carry none); the scenario
   library's turn-taking expectations are checked by the tests on the committed checkpoint.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from microturn.messages import BackgroundUpdate, Delegate, InputChunk, OutputChunk, ToolCall, ToolResult
 from microturn.model.protocol import ModelSpec, StepInput, StepOutput
+from microturn.model.references import render_value
 
-__all__ = ["ModelQuality", "ShadowOracleBackend", "format_quality", "measure_quality"]
+__all__ = ["ContentTally", "ModelQuality", "ShadowOracleBackend", "content_tally", "format_quality", "measure_quality"]
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_WORD = re.compile(r"[\w']+")
+
+
+@dataclass
+class ContentTally:
+    """What one or more sessions said against what they were given (see the module docstring)."""
+
+    results: int = 0
+    verbatim: int = 0
+    invented: int = 0
+    examples: list[str] = field(default_factory=list)
+    """The first few invented facts, for the report."""
+
+    def add(self, other: ContentTally) -> None:
+        """Pool another tally into this one."""
+        self.results += other.results
+        self.verbatim += other.verbatim
+        self.invented += other.invented
+        self.examples += other.examples[: max(0, 5 - len(self.examples))]
+
+
+def content_tally(messages: Sequence[Any]) -> ContentTally:
+    """Count results spoken verbatim and facts invented in one session's messages (in bus order)."""
+    tally = ContentTally()
+    known: set[str] = set()
+    user_words: set[str] = set()
+    names: dict[str, str] = {}
+    spoken_after: list[tuple[int, str]] = []  # (index of the result, its words) still to be heard
+    said: list[str] = []
+    for message in messages:
+        match message:
+            case InputChunk(text=text, n_patches=patches):
+                known.update(_NUMBER.findall(text))
+                user_words.update(w.lower() for w in _WORD.findall(text))
+                known.add(str(patches))
+            case ToolCall(call_id=call_id, name=name, args=args):
+                names[call_id] = name
+                known.update(_NUMBER.findall(str(args)))
+            case ToolResult(call_id=call_id, ok=True, value=value):
+                words = render_value(value)
+                known.update(_NUMBER.findall(words) + _NUMBER.findall(str(value)))
+                if names.get(call_id, call_id.rsplit("-", 1)[0]) != "set_timer":
+                    spoken_after.append((len(said), " ".join(words.split())))
+            case BackgroundUpdate(status="final", text=text, delivery=delivery) if text.strip():
+                known.update(_NUMBER.findall(text))
+                if delivery != "silent":
+                    spoken_after.append((len(said), " ".join(text.split())))
+            case Delegate(goal=goal):
+                if any(w.lower() not in user_words for w in _WORD.findall(goal)):
+                    tally.invented += 1
+                    tally.examples.append(f"goal {goal!r}")
+            case OutputChunk(text=text) if text:
+                said.append(text)
+                for number in _NUMBER.findall(text):
+                    if number not in known:
+                        tally.invented += 1
+                        tally.examples.append(f"number {number} in {text!r}")
+    for start, words in spoken_after:
+        tally.results += 1
+        tally.verbatim += words in " ".join(said[start:])
+    tally.examples = tally.examples[:5]
+    return tally
 
 
 @dataclass
@@ -95,6 +166,9 @@ class ModelQuality:
     turn_ends: int
     barge_ins: int
     pauses: int
+    content_exact: float | None = None
+    invented_facts: int = 0
+    results: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def figures(self) -> dict[str, Any]:
@@ -130,12 +204,14 @@ def measure_quality(
 
     events: list[Any] = []
     tally = _Agreement()
+    content = ContentTally()
     done = 0
     for dialog in generate_dialogs(seed, dialogs, heldout=True, **dialog_options):
         options = dialog.scenario.model.options
         _, messages = run_dialog(dialog, keep_messages=True, model=model,
                                  wrap=lambda backend, o=options: ShadowOracleBackend(backend, o, tally=tally))
         events += compute_metrics(messages, tick_period=TICK_PERIOD).events
+        content.add(content_tally(messages))
         done += 1
         if progress is not None:
             progress(done, dialogs)
@@ -156,7 +232,11 @@ def measure_quality(
         turn_ends=len(of("turn_end")),
         barge_ins=len(of("barge_in")),
         pauses=len(of("pause")),
-        extra={"phrasings": dialog_options.get("phrasings", "heldout")},
+        content_exact=round(content.verbatim / content.results, 4) if content.results else None,
+        invented_facts=content.invented,
+        results=content.results,
+        extra={"phrasings": dialog_options.get("phrasings", "heldout"),
+               **({"invented_examples": content.examples} if content.examples else {})},
     )
 
 
@@ -176,6 +256,8 @@ _ROWS = (
     ("stop_latency_s", "median stop latency (s)", "≤ 0.20"),
     ("takeover_pause", "takeover on thinking pauses", "≤ 10 %"),
     ("control_agreement", "per-tick control agreement with the oracle", "≥ 95 %"),
+    ("content_exact", "tool/background results spoken verbatim", "≥ 99 %"),
+    ("invented_facts", "invented facts (numbers, goals)", "0"),
     ("takeover_turn", "takeover on smooth turn ends", "high"),
     ("takeover_backchannel", "takeover on backchannels", "low"),
 )
@@ -187,7 +269,9 @@ def format_quality(results: Sequence[ModelQuality]) -> str:
     def cell(value: Any, key: str) -> str:
         if value is None:
             return "—"
-        if key.startswith(("takeover", "control")):
+        if key == "invented_facts":
+            return str(value)
+        if key.startswith(("takeover", "control", "content")):
             return f"{100 * value:.1f} %"
         return f"{value:.2f}"
 

@@ -430,3 +430,35 @@ async def test_realtime_steps_run_off_the_loop_and_coalesce_inputs() -> None:
     assert of(log, OutputChunk)[0].tick == 1 and of(log, OutputChunk)[1].tick == second.chunk.tick + 1
     ticks_during_block = [t for t in of(log, Tick) if t.stamp.seq < of(log, OutputChunk)[0].stamp.seq]
     assert len(ticks_during_block) >= 11
+
+
+async def test_reference_words_render_what_the_model_was_fed_and_never_more(autojump_clock) -> None:
+    model = ModelDouble(
+        {
+            3: StepOutput(text="That makes \x01T.", controls=["speak", "end_utterance"]),
+            6: StepOutput(text="\x01B", controls=["speak", "end_utterance"]),
+            9: StepOutput(text="It was \x01T7.", controls=["speak", "end_utterance"]),  # never fed: says nothing
+        }
+    )
+    actor = InteractionActor(BackendDouble(model))
+    inputs = [
+        (0.3, ToolResult(call_id="calculate-1", ok=True, value=84)),
+        (0.9, BackgroundUpdate(task_id="task-1", status="final", text="Paris is the capital.", delivery="when_idle")),
+    ]
+    log = await run([PerceptionDouble(), actor], 12, inputs)
+    assert [o.text for o in of(log, OutputChunk) if o.text] == ["That makes 84.", "Paris is the capital.", "It was ."]
+    assert sum(len(i.tool_results) for i in model.inputs) == 1  # the result reached the model once
+    assert actor.references.unresolved == 1
+
+
+async def test_a_goal_by_reference_delegates_the_users_words_and_an_unresolved_one_nothing(autojump_clock) -> None:
+    model = ModelDouble(
+        {
+            2: StepOutput(controls=["delegate"], delegate="\x01L6"),
+            3: StepOutput(controls=["delegate"], delegate="\x01U40-41"),  # never fed: not guessed
+        }
+    )
+    actor = InteractionActor(BackendDouble(model))
+    log = await run([PerceptionDouble({0: "what is the capital", 1: "of France?"}), actor], 5)
+    assert [d.goal for d in of(log, Delegate)] == ["what is the capital of France?"]
+    assert actor.references.unresolved == 1

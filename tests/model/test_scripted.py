@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from microturn.messages import BackgroundUpdate, DialogState, InputChunk, ToolResult
 from microturn.model.protocol import ModelBackend, ModelSession, ModelSpec, StepInput, StepOutput
+from microturn.model.references import ReferenceBook
 from microturn.model.scripted import ScriptedPolicy, ScriptedSession
 
 
@@ -15,7 +17,8 @@ def state(user: str, floor: str = "user", assistant: str = "silent") -> DialogSt
 
 class Conversation:
     """Steps a scripted session tick by tick, standing in for the interaction actor and a mixer that plays
-    every word as soon as it is said (``speaking`` from the first words to ``end_utterance``)."""
+    every word as soon as it is said (``speaking`` from the first words to ``end_utterance``). Like the actor, it
+    renders the oracle's reference words from the results it fed (the raw outputs stay in ``raw``)."""
 
     def __init__(self, policy: ScriptedPolicy | None = None, spec: ModelSpec | None = None) -> None:
         self.session = ScriptedSession(policy or ScriptedPolicy(), spec or ModelSpec())
@@ -23,6 +26,8 @@ class Conversation:
         self.dialog: DialogState | None = None
         self.speaking = False
         self.outputs: list[StepOutput] = []
+        self.raw: list[StepOutput] = []
+        self.book = ReferenceBook()
 
     def step(
         self,
@@ -36,14 +41,23 @@ class Conversation:
         if dialog is not None:
             self.dialog = dialog
         prob = speech if speech is not None else (1.0 if text else 0.0)
-        out = self.session.step_sync(
-            StepInput(
-                chunk=InputChunk(tick=self.tick, text=text, speech_prob=prob),
-                dialog=self.dialog,
-                speaking=self.speaking if speaking is None else speaking,
-                **streams,
-            )
+        step_input = StepInput(
+            chunk=InputChunk(tick=self.tick, text=text, speech_prob=prob),
+            dialog=self.dialog,
+            speaking=self.speaking if speaking is None else speaking,
+            **streams,
         )
+        for update in step_input.background:
+            self.book.add_background(update.status, update.text)
+        for result in step_input.tool_results:
+            self.book.add_tool(result.ok, result.value)
+        self.book.add_user(text)
+        raw = self.session.step_sync(step_input)
+        self.raw.append(raw)
+        text_out, missing = self.book.resolve(raw.text)
+        goal, missing_goal = self.book.resolve(raw.delegate) if raw.delegate else (raw.delegate, [])
+        assert not missing and not missing_goal, f"unresolved references {missing + missing_goal} in {raw}"
+        out = msgspec.structs.replace(raw, text=text_out, delegate=goal)
         self.tick += 1
         if out.text:
             self.speaking = True
@@ -185,6 +199,7 @@ def test_delegates_a_question_it_cannot_answer() -> None:
     c.step("what is the capital of France?", dialog=state("speaking"))
     first = c.step(dialog=state("inviting"))
     assert first.delegate == "what is the capital of France?"
+    assert c.raw[-1].delegate == "\x01L6"  # said by reference: four payload bytes, not thirty spelled
     assert first.controls == ["speak", "delegate"]
     assert " ".join([first.text, c.run(20)]) == "Let me look that up."
 
@@ -220,7 +235,9 @@ def test_background_when_idle_waits_for_idle_and_interrupt_speaks_now() -> None:
     urgent.run(3)
     alarm = BackgroundUpdate(task_id="t2", status="final", text="Fire alarm now.", delivery="interrupt")
     out = urgent.step(background=[alarm], speaking=False)  # the interaction actor cut the greeting
-    assert out.text == "Fire" and out.controls == ["speak"]
+    # Said by reference: the whole result in the tick it arrives, verbatim, and the utterance closes with it.
+    assert out.text == "Fire alarm now." and out.controls == ["speak", "end_utterance"]
+    assert urgent.raw[-1].text == "\x01B"
 
 
 def test_silent_background_and_progress_are_never_spoken() -> None:

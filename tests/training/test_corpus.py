@@ -10,6 +10,7 @@ import pytest
 from microturn.audio import espeak_available
 from microturn.messages import DialogState, InputChunk, OutputChunk, SpeechStarted, ToolCall
 from microturn.model.layout import OutputDecoder, OutputPacker
+from microturn.model.references import ReferenceBook
 from microturn.training.cli import register
 from microturn.training.corpus import (
     CorpusError,
@@ -157,8 +158,15 @@ def test_a_slot_timed_world_hears_the_oracle_as_its_output_slots_spell_it():
     outputs = [m for m in messages if isinstance(m, OutputChunk)]
     packer, decoder = OutputPacker(6), OutputDecoder()
     heard = [decoder.decode(packer.pack(t.output)) for t in ticks]
+    book = ReferenceBook()  # the actor renders reference words from the results it fed, as here
+    rendered = []
+    for t, h in zip(ticks, heard, strict=True):
+        for result in t.input.tool_results:
+            book.add_tool(result.ok, result.value)
+        rendered.append(book.resolve(h.text)[0])
+    assert any("\x01T" in t.output.text for t in ticks) and book.unresolved == 0  # the result said by reference
     # the recorded outputs are the oracle's own; the session got what six slots a tick release of them
-    assert [(o.text, o.controls) for o in outputs] == [(h.text, h.controls) for h in heard]
+    assert [(o.text, o.controls) for o in outputs] == [(r, h.controls) for r, h in zip(rendered, heard, strict=True)]
     said = next(i for i, t in enumerate(ticks) if "tool_call" in t.output.controls)
     (call,) = [m for m in messages if isinstance(m, ToolCall)]
     assert call.stamp.tick > ticks[said].tick + 1  # published once its name was spelled out, not when decided

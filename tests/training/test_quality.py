@@ -72,3 +72,29 @@ def test_held_out_dialog_seeds_are_disjoint_from_training_seeds() -> None:
     train = {dialog_seed(3, i) for i in range(2000)}
     held = {dialog_seed(3, i, heldout=True) for i in range(200)}
     assert not train & held
+
+
+def test_the_oracle_says_every_result_verbatim_and_invents_nothing_on_held_out_dialogs() -> None:
+    # A smaller seeded count than the benchmark's >= 500, over the categories that carry facts.
+    q = measure_quality("scripted", seed=7, dialogs=10, categories=["time", "arithmetic", "question", "reminder"],
+                        text_fraction=1.0)
+    assert q.results >= 10 and q.content_exact == 1.0
+    assert q.invented_facts == 0, q.extra
+    assert "spoken verbatim" in format_quality([q])
+
+
+def test_content_tally_counts_a_wrong_number_and_an_unsaid_result() -> None:
+    from microturn.messages import Delegate, OutputChunk, ToolCall, ToolResult
+    from microturn.training.quality import content_tally
+
+    messages = [
+        InputChunk(tick=0, text="what is 23 plus 19"),
+        ToolCall(call_id="calculate-1", name="calculate", args={"expression": "23 + 19"}),
+        ToolResult(call_id="calculate-1", ok=True, value=42),
+        OutputChunk(tick=3, generation=1, text="That makes 111."),  # the byte model's kind of slip
+        Delegate(task_id="task-1", goal="what is the population of Canada", generation=1),
+    ]
+    tally = content_tally(messages)
+    assert (tally.results, tally.verbatim, tally.invented) == (1, 0, 2)
+    right = content_tally([*messages[:3], OutputChunk(tick=3, generation=1, text="That makes 42.")])
+    assert (right.results, right.verbatim, right.invented) == (1, 1, 0)
