@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from microturn.model.references import ReferenceBook
 from microturn.training.corpus import run_dialog
 from microturn.training.dialogs import dialog_seed, make_dialog
 
@@ -35,8 +36,11 @@ def test_oracle_acts_on_every_phrasing(category, phrasings):
         elif category == "time":
             assert [t.name for t in tools] == ["session_time"], user
         elif category == "question":
-            goals = [o.delegate for o in outs if o.delegate]
-            assert goals == [user], (user, goals)
+            # The oracle delegates the user's words by reference; the actor's book renders them back.
+            book = ReferenceBook()
+            book.add_user(user)
+            goals = [book.resolve(o.delegate) for o in outs if o.delegate]
+            assert goals == [(user, [])], (user, goals)
         elif category == "reminder":
             assert [t.name for t in tools] == ["set_timer"], user
         else:  # a greeting is greeted back, never echoed or delegated
