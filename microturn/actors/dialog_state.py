@@ -50,13 +50,12 @@ from typing import NamedTuple
 import msgspec
 
 from microturn.messages import DialogState, InputChunk, Message, OutputChunk, SpeechEnded, SpeechStarted
-from microturn.model.scripted import BACKCHANNEL_WORDS
+from microturn.model.turn_cues import FILLERS, ends_thinking, ends_unfinished, is_backchannel
 from microturn.runtime import Actor
 
 __all__ = ["DEFAULT_SECONDS", "DialogSnapshot", "DialogStateActor", "DialogStateMachine", "DialogTimings", "text_cue"]
 
-FILLED_PAUSES = frozenset({"um", "umm", "uh", "uhm", "uhh", "erm", "er", "hmm", "hm", "mm", "mmm"})
-TRAILING_CONJUNCTIONS = frozenset({"and", "but", "so", "because", "or"})
+FILLED_PAUSES = FILLERS
 QUESTION_OPENERS = frozenset(
     {"what", "when", "where", "who", "whom", "whose", "which", "why", "how", "is", "are", "was", "were", "am"}
     | {"do", "does", "did", "can", "could", "will", "would", "shall", "should", "may", "might", "must", "have"}
@@ -131,7 +130,9 @@ def text_cue(text: str) -> str:
         return "inviting"
     # A full stop closes the sentence; an ellipsis trails off, like no punctuation at all.
     closed = last.endswith((".", "!")) and not last.endswith(("...", "\u2026"))
-    if words[-1] in FILLED_PAUSES or (words[-1] in TRAILING_CONJUNCTIONS and not closed):
+    # Thinking aloud ("let me think") or a word no sentence ends on ("remind me to") leaves the turn open,
+    # even when the words open a question; only a full stop closes it, and a filler outweighs even that.
+    if words[-1] in FILLED_PAUSES or (not closed and (ends_thinking(words) or ends_unfinished(words))):
         return "thinking"
     if words[0] in QUESTION_OPENERS and not closed:
         return "inviting"
@@ -233,7 +234,7 @@ class DialogStateMachine:
         words = _WORD.findall(self._run_text.lower())
         # Words that could be an "mm-hm" get until backchannel_max to show they are more; anything else
         # (audio alone, or a word that is no backchannel) interrupts after barge_in.
-        acknowledging = bool(words) and all(w in BACKCHANNEL_WORDS for w in words)
+        acknowledging = is_backchannel(words)
         if self._overlap and (
             self._run >= (self.timings.backchannel_max if acknowledging else self.timings.barge_in)
             or len(words) > self.backchannel_max_words
@@ -247,7 +248,7 @@ class DialogStateMachine:
         # A short overlap is a backchannel only if what was said (when a transcript came) is backchannel words:
         # a short "stop please" over the assistant is a turn, not an "mm-hm".
         words = _WORD.findall(self._run_text.lower())
-        acknowledging = all(w in BACKCHANNEL_WORDS for w in words)
+        acknowledging = not words or is_backchannel(words)
         if self._overlap and short and acknowledging and self.assistant == "speaking":
             self.backchannels += 1
             self._cue = "backchannel"
