@@ -19,7 +19,12 @@ speech carried text; audio without a transcript has no cues):
   -> ``inviting`` at once;
 - ends a closed sentence ("." or "!") -> ``pausing``, then ``yielding`` after ``end_of_turn_closed`` of
   silence (a finished statement needs less confirmation than a trailing fragment);
-- otherwise ``pausing``, then ``yielding`` after ``end_of_turn`` of silence.
+- otherwise ``pausing``, then ``yielding`` after ``end_of_turn`` of silence; for audio without words the
+  chunk's ``speech_final`` prosody decides: final -> ``end_of_turn_closed``, continuing ->
+  ``end_of_turn_continuing``, not measured -> ``end_of_turn``.
+
+Silence is counted from the chunk's ``speech_end`` when one came (fractions of a tick): the clock starts at
+the true end of speech, not at the end of the 200 ms window that held it.
 
 ``away`` after ``away`` ticks without speech from either side (silence while the assistant talks is listening).
 
