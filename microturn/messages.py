@@ -167,7 +167,10 @@ class InputChunk(DataMessage, frozen=True, kw_only=True):
 
     ``dmel`` holds ``n_frames`` x 80 uint8 levels (row-major); ``patches`` holds ``n_patches`` x 40 x 40 x 3 uint8
     RGB, image after image, each row-major over its ``image_grids`` entry (patch rows, patch columns);
-    ``text`` is raw (the model backend tokenizes)."""
+    ``text`` is raw (the model backend tokenizes). ``speech_end`` is set when sound ends inside the window:
+    seconds from the window's start to the end of its last 10 ms frame above the floor (None when the window
+    is silent or sounds to its end); ``speech_final`` is then the prosody of the last ~300 ms before that end
+    (True: falling pitch or decaying energy, a finished turn; False: level or rising, going on)."""
 
     tick: int
     dmel: bytes = b""
@@ -177,6 +180,8 @@ class InputChunk(DataMessage, frozen=True, kw_only=True):
     n_patches: int = 0
     image_grids: list[tuple[int, int]] = []
     speech_prob: float = 0.0
+    speech_end: float | None = None
+    speech_final: bool | None = None
 
 
 UserFloorState = Literal["speaking", "pausing", "thinking", "yielding", "inviting", "interrupting", "away"]

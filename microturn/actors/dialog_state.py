@@ -19,7 +19,12 @@ speech carried text; audio without a transcript has no cues):
   -> ``inviting`` at once;
 - ends a closed sentence ("." or "!") -> ``pausing``, then ``yielding`` after ``end_of_turn_closed`` of
   silence (a finished statement needs less confirmation than a trailing fragment);
-- otherwise ``pausing``, then ``yielding`` after ``end_of_turn`` of silence.
+- otherwise ``pausing``, then ``yielding`` after ``end_of_turn`` of silence; for audio without words the
+  chunk's ``speech_final`` prosody decides: final -> ``end_of_turn_closed``, continuing ->
+  ``end_of_turn_continuing``, not measured -> ``end_of_turn``.
+
+Silence is counted from the chunk's ``speech_end`` when one came (fractions of a tick): the clock starts at
+the true end of speech, not at the end of the 200 ms window that held it.
 
 ``away`` after ``away`` ticks without speech from either side (silence while the assistant talks is listening).
 
@@ -50,13 +55,12 @@ from typing import NamedTuple
 import msgspec
 
 from microturn.messages import DialogState, InputChunk, Message, OutputChunk, SpeechEnded, SpeechStarted
-from microturn.model.scripted import BACKCHANNEL_WORDS
+from microturn.model.turn_cues import FILLERS, ends_thinking, ends_unfinished, is_backchannel
 from microturn.runtime import Actor
 
 __all__ = ["DEFAULT_SECONDS", "DialogSnapshot", "DialogStateActor", "DialogStateMachine", "DialogTimings", "text_cue"]
 
-FILLED_PAUSES = frozenset({"um", "umm", "uh", "uhm", "uhh", "erm", "er", "hmm", "hm", "mm", "mmm"})
-TRAILING_CONJUNCTIONS = frozenset({"and", "but", "so", "because", "or"})
+FILLED_PAUSES = FILLERS
 QUESTION_OPENERS = frozenset(
     {"what", "when", "where", "who", "whom", "whose", "which", "why", "how", "is", "are", "was", "were", "am"}
     | {"do", "does", "did", "can", "could", "will", "would", "shall", "should", "may", "might", "must", "have"}
@@ -76,6 +80,7 @@ DEFAULT_SECONDS = {
     "end_of_turn": 0.4,
     "end_of_turn_closed": 0.2,
     "end_of_turn_max": 3.0,
+    "end_of_turn_continuing": 1.0,
     "barge_in": 0.5,
     "backchannel_max": 1.0,
     "false_interruption": 2.0,
@@ -95,6 +100,9 @@ class DialogTimings(msgspec.Struct, frozen=True, kw_only=True):
     """Silence after a closed sentence ("." or "!") before the user is ``yielding`` (0.2 s -> 1)."""
     end_of_turn_max: int = _ticks(DEFAULT_SECONDS["end_of_turn_max"])
     """The longest ``thinking`` pause before the user is ``yielding`` anyway (3 s -> 15)."""
+    end_of_turn_continuing: int = _ticks(DEFAULT_SECONDS["end_of_turn_continuing"])
+    """Silence after audio without words whose last stretch sounds unfinished (level or rising pitch) before
+    the user is ``yielding`` (1 s -> 5); audio that sounds final waits ``end_of_turn_closed``."""
     barge_in: int = _ticks(DEFAULT_SECONDS["barge_in"])
     """Overlapping speech that makes the user ``interrupting`` (0.5 s -> 3; backchannel words get
     ``backchannel_max``; audio without a transcript first needs ``onset`` to count as speech at all)."""
@@ -131,7 +139,9 @@ def text_cue(text: str) -> str:
         return "inviting"
     # A full stop closes the sentence; an ellipsis trails off, like no punctuation at all.
     closed = last.endswith((".", "!")) and not last.endswith(("...", "\u2026"))
-    if words[-1] in FILLED_PAUSES or (words[-1] in TRAILING_CONJUNCTIONS and not closed):
+    # Thinking aloud ("let me think") or a word no sentence ends on ("remind me to") leaves the turn open,
+    # even when the words open a question; only a full stop closes it, and a filler outweighs even that.
+    if words[-1] in FILLED_PAUSES or (not closed and (ends_thinking(words) or ends_unfinished(words))):
         return "thinking"
     if words[0] in QUESTION_OPENERS and not closed:
         return "inviting"
@@ -156,9 +166,17 @@ class DialogStateMachine:
     """The pure state machine (see the module docstring): ``step`` once per tick, ``assistant_*`` on events."""
 
     def __init__(
-        self, timings: DialogTimings | None = None, *, threshold: float = 0.5, backchannel_max_words: int = 3
+        self,
+        timings: DialogTimings | None = None,
+        *,
+        threshold: float = 0.5,
+        backchannel_max_words: int = 3,
+        period: float = 0.2,
     ) -> None:
+        if not (isinstance(period, float | int) and 0.0 < period <= 10.0):
+            raise ValueError(f"DialogStateMachine(period=...) must be seconds in (0, 10], got {period!r}")
         self.timings = timings or DialogTimings()
+        self.period = float(period)
         self.threshold = threshold
         self.backchannel_max_words = backchannel_max_words
         self.user = "yielding"
@@ -172,10 +190,13 @@ class DialogStateMachine:
         self._overlap = False  # it began while the assistant was speaking (and has not barged in)
         self._interrupted = False  # it reached the barge-in threshold
         self._silence = 0  # ticks since the user's speech ended
+        self._silence_s = 0.0  # seconds since it ended, from the chunk's speech_end when it came with one
+        self._final: bool | None = None  # the prosody of the last speech end (speech_final), None when unheard
         self._idle = 0  # ticks with neither side speaking
         self._cue = "none"  # how the last stretch of speech ended: none, plain, thinking, inviting, backchannel
         self._closed = False  # the last stretch of speech ended a closed sentence
         self._after_interruption = False  # the last stretch was a short interruption without a cue
+        self._audio_only = False  # the last stretch of speech came without words
         self._turn_text = ""
         self._utterances: dict[int, int] = {}  # active utterance id -> generation
         self._backchannel_generations: set[int] = set()
@@ -198,10 +219,18 @@ class DialogStateMachine:
 
     # --- the user side, once per tick ----------------------------------------------------------------------
 
-    def step(self, speech_prob: float, text: str = "") -> DialogSnapshot:
-        """Advance one tick with that tick's speech probability and text; return the new snapshot."""
+    def step(
+        self, speech_prob: float, text: str = "", speech_end: float | None = None, speech_final: bool | None = None
+    ) -> DialogSnapshot:
+        """Advance one tick with that tick's speech probability, text, and (when sound ended inside the tick)
+        the end's offset in seconds and its prosody; return the new snapshot."""
         t = self.timings
+        end = None if speech_end is None else min(max(float(speech_end), 0.0), self.period)
         typed = bool(text.strip())
+        if (speech_prob >= self.threshold or typed) and self._run == 0:
+            self._final = None  # a new stretch: the last one's prosody says nothing about how this one ends
+        if end is not None:
+            self._final = speech_final
         if speech_prob >= self.threshold or typed:
             if self._run == 0:
                 self._overlap, self._interrupted, self._run_text = self.assistant == "speaking", False, ""
@@ -216,12 +245,16 @@ class DialogStateMachine:
                 self._turn_text += f" {text}"
             if self._confirmed:
                 self._silence = self._idle = 0
+                # Silence already at the end of this tick counts: the clock starts at the true end.
+                self._silence_s = 0.0 if end is None else self.period - end
                 self._speaking()
                 return self.snapshot
         else:
             if self._confirmed:
                 self._ended()
             self._run, self._confirmed = 0, False
+        # The first silent tick holding the end starts the clock there; later ones add whole ticks.
+        self._silence_s = self.period - end if end is not None and self._silence == 0 else self._silence_s + self.period
         self._silence += 1
         self._idle = self._idle + 1 if self.assistant == "silent" else 0
         self._silent()
@@ -233,7 +266,7 @@ class DialogStateMachine:
         words = _WORD.findall(self._run_text.lower())
         # Words that could be an "mm-hm" get until backchannel_max to show they are more; anything else
         # (audio alone, or a word that is no backchannel) interrupts after barge_in.
-        acknowledging = bool(words) and all(w in BACKCHANNEL_WORDS for w in words)
+        acknowledging = is_backchannel(words)
         if self._overlap and (
             self._run >= (self.timings.backchannel_max if acknowledging else self.timings.barge_in)
             or len(words) > self.backchannel_max_words
@@ -247,12 +280,13 @@ class DialogStateMachine:
         # A short overlap is a backchannel only if what was said (when a transcript came) is backchannel words:
         # a short "stop please" over the assistant is a turn, not an "mm-hm".
         words = _WORD.findall(self._run_text.lower())
-        acknowledging = all(w in BACKCHANNEL_WORDS for w in words)
+        acknowledging = not words or is_backchannel(words)
         if self._overlap and short and acknowledging and self.assistant == "speaking":
             self.backchannels += 1
             self._cue = "backchannel"
             return
-        self._cue = text_cue(self._turn_text) if self._run_text.strip() else "plain"
+        self._audio_only = not self._run_text.strip()
+        self._cue = "plain" if self._audio_only else text_cue(self._turn_text)
         self._closed = self._cue == "plain" and bool(self._run_text.strip()) and _closes(self._turn_text)
         self._after_interruption = self._interrupted and short and self._cue == "plain"
         self.false_interruptions += self._after_interruption
@@ -266,13 +300,26 @@ class DialogStateMachine:
         elif self._cue == "backchannel":
             self.user = "pausing"
         elif self._cue == "thinking":
-            self.user = "thinking" if self._silence < t.end_of_turn_max else "yielding"
+            self.user = "thinking" if self._waited() < t.end_of_turn_max else "yielding"
         elif self._cue == "inviting":
             self.user = "inviting"
         else:
             wait = (t.false_interruption if self._after_interruption
-                    else t.end_of_turn_closed - 1 if self._closed else t.end_of_turn)
-            self.user = "pausing" if self._silence < wait else "yielding"
+                    else t.end_of_turn_closed - 1 if self._closed else self._audio_wait())
+            self.user = "pausing" if self._waited() < wait else "yielding"
+
+    def _waited(self) -> float:
+        """Silence since the end of speech, in (fractional) ticks; a hair over so that whole ticks compare
+        as they did before speech_end existed."""
+        return self._silence_s / self.period + 1e-6
+
+    def _audio_wait(self) -> int:
+        """Ticks to wait after plain speech: prosody decides for audio without words (final: as after a closed
+        sentence; continuing: longer), words or no prosody heard keep ``end_of_turn``."""
+        t = self.timings
+        if not self._audio_only or self._final is None:
+            return t.end_of_turn
+        return min(t.end_of_turn_closed, t.end_of_turn) if self._final else max(t.end_of_turn_continuing, t.end_of_turn)
 
     # --- the assistant side, on events ---------------------------------------------------------------------
 
@@ -329,13 +376,14 @@ class DialogStateActor(Actor):
         period = self.session.clock.period
         if self._timings is None and not math.isclose(period, 0.2):
             self.machine.timings = DialogTimings.from_seconds(period)
+        self.machine.period = period
 
     async def handle(self, message: Message) -> None:
         """Advance the machine; publish ``DialogState`` if the state changed."""
         machine = self.machine
         match message:
-            case InputChunk(speech_prob=prob, text=text):
-                snapshot = machine.step(prob, text)
+            case InputChunk(speech_prob=prob, text=text, speech_end=end, speech_final=final):
+                snapshot = machine.step(prob, text, end, final)
             case SpeechStarted(utterance_id=uid, generation=generation):
                 snapshot = machine.assistant_started(uid, generation)
             case SpeechEnded(utterance_id=uid):

@@ -51,6 +51,7 @@ from microturn.audio import (
     decode_pcm16,
 )
 from microturn.audio.pcm import FLOAT_MAX, check_rate, clip_to_range
+from microturn.audio.prosody import FRAME_SECONDS, final_cue, speech_end
 from microturn.audio.resample import check_mono_float
 from microturn.messages import InputChunk, Message, Tick, UserAudio, UserImage, UserText
 from microturn.runtime import Actor, Overflow, Subscribe
@@ -59,6 +60,9 @@ __all__ = ["PATCH", "PerceptionActor", "patchify"]
 
 PATCH = 40
 """Side of an image patch in pixels (docs/design.md §6)."""
+
+
+_SPEECH_PROB = 0.5  # the VAD probability above which a window holds speech for speech_end / speech_final
 
 
 class _Rejected(ValueError):
@@ -147,6 +151,8 @@ class PerceptionActor(Actor):
         self._buffered = 0
         self._text: list[str] = []
         self._images: deque[tuple[int, bytes]] = deque()
+        self._last = np.zeros(0, dtype=np.float32)  # the previous window: prosody context for an early end
+        self._last_prob = 0.0
         self.vad.reset()
 
     async def on_start(self) -> None:
@@ -237,6 +243,7 @@ class PerceptionActor(Actor):
         if not 0.0 <= prob <= 1.0:  # NaN fails this too
             self.log.warning("vad_out_of_range", value=prob)
             prob = 0.0 if math.isnan(prob) else min(max(prob, 0.0), 1.0)
+        end, final = self._speech_end(samples, prob)
         text, self._text = _join_pieces(self._text), []
         patches, n_patches, grids = [], 0, []
         while self._images and n_patches + self._images[0][0] <= self.max_patches_per_tick:
@@ -254,7 +261,21 @@ class PerceptionActor(Actor):
             n_patches=n_patches,
             image_grids=grids,
             speech_prob=prob,
+            speech_end=end,
+            speech_final=final,
         )
+
+    def _speech_end(self, samples: np.ndarray, prob: float) -> tuple[float | None, bool | None]:
+        """Where sound ends inside this window and how it ended, when this window or the one before was
+        speech to the VAD (a noise blip in silence says nothing about a turn, and costs no pitch tracking)."""
+        previous, self._last, self._last_prob = (self._last, self._last_prob), samples, prob
+        if max(prob, previous[1]) < _SPEECH_PROB:
+            return None, None
+        end = speech_end(samples, TARGET_RATE)
+        if end is None or end > samples.size / TARGET_RATE - FRAME_SECONDS / 2:
+            return None, None  # silent throughout, or sounding to the window's end: no end here
+        context = np.concatenate([previous[0], samples[: round(end * TARGET_RATE)]])
+        return end, final_cue(context, TARGET_RATE).final
 
     # --- internals -----------------------------------------------------------------------------------------
 

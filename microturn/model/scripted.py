@@ -72,10 +72,10 @@ from microturn.messages import BackgroundUpdate, ToolResult
 
 from .protocol import BlockingModelSession, ModelSpec, StepInput, StepOutput, ToolRequest
 from .references import MAX_WORDS, REF, bg_ref, tool_ref, words_ref
+from .turn_cues import BACKCHANNEL_WORDS, is_backchannel
 
 __all__ = ["BACKCHANNEL_WORDS", "ScriptedPolicy", "ScriptedSession"]
 
-BACKCHANNEL_WORDS = frozenset({"mm-hm", "mhm", "mm", "hmm", "uh-huh", "yeah", "yes", "right", "okay", "ok", "sure"})
 """Words that, alone, make a user turn a backchannel rather than something to answer."""
 
 _LISTENING = frozenset({"speaking", "pausing", "thinking", "interrupting"})
@@ -98,7 +98,7 @@ _DECLINE = re.compile(
     r"credit card|card number|social security|bomb|weapon|poison)\b"
 )
 _CORRECTION = re.compile(r"(?:,\s*|\s)(?:no wait,?|no,? wait,?|sorry,?|actually,?)?\s*\bi (?:mean|meant)\b,?\s*|"
-                         r"(?:,\s*|\s)no wait,?\s*|(?:,\s*|\s)actually,?\s+", re.I)
+                         r"(?:,\s*|\s)no wait,?\s*|(?:,\s*|\s)actually,?\s+", re.IGNORECASE)
 _REMIND = re.compile(r"\bremind me in (\d+(?:\.\d+)?) (second|seconds|minute|minutes)\b(?: to (.+))?")
 _ARITH = re.compile(r"(-?\d+(?:\.\d+)?)\s*(plus|minus|times|multiplied by|divided by|over|[-+*/x])\s*(-?\d+(?:\.\d+)?)")
 _OPERATORS = {"plus": "+", "minus": "-", "times": "*", "multiplied by": "*", "x": "*", "divided by": "/", "over": "/"}
@@ -295,7 +295,7 @@ class ScriptedSession(BlockingModelSession):
             if self.reply is not None:  # a reply still waiting to start answers the whole turn
                 words, self.reply = [*self.reply.source, *words], None
             spoke, self.turn_speech = self.turn_speech, 0
-            if any(_norm(w) not in BACKCHANNEL_WORDS for w in words) or (not words and spoke >= 2):
+            if (words and not is_backchannel(words)) or (not words and spoke >= 2):
                 self.reply = self._compose(words)
 
     def _translate_piece(self, words: list[str], *, flush: bool = False) -> None:
@@ -350,7 +350,7 @@ class ScriptedSession(BlockingModelSession):
         source = tuple(words)
         text = " ".join(words)
         low = " ".join(_norm(w) for w in words)
-        if not any(_norm(w) not in BACKCHANNEL_WORDS for w in words):
+        if not words or is_backchannel(words):
             return _say("I hear you.", source=source)
         words = _corrected(words)
         text = " ".join(words)
