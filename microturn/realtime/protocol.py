@@ -39,6 +39,7 @@ __all__ = [
     "InputAudio",
     "OutputAudio",
     "error_event",
+    "new_event_id",
     "parse_client_event",
 ]
 
@@ -122,10 +123,11 @@ def error_event(error: FrameError | str, *, kind: str = "invalid_request_error")
         body = RealtimeError(type=kind, message=str(error), param=error.param, event_id=error.event_id)
     else:
         body = RealtimeError(type=kind, message=error)
-    return RealtimeErrorEvent(type="error", event_id=_event_id(), error=body)
+    return RealtimeErrorEvent(type="error", event_id=new_event_id(), error=body)
 
 
-def _event_id() -> str:
+def new_event_id() -> str:
+    """A fresh server event id."""
     return f"event_{uuid.uuid4().hex[:20]}"
 
 
@@ -175,7 +177,7 @@ class OutputAudio:
             return None
         return ResponseAudioDeltaEvent(
             type="response.output_audio.delta",
-            event_id=_event_id(),
+            event_id=new_event_id(),
             response_id=response_id,
             item_id=item_id,
             output_index=output_index,
