@@ -91,9 +91,19 @@ def make_app(factory: Callable[[], SessionHandler], limits: RealtimeLimits | Non
         async def send(event: Any) -> None:
             await ws.send_text(event.model_dump_json(exclude_none=True))
 
+        async def end(code: int) -> None:
+            # Let the client close first: hypercorn 0.17's trio WebSocket can send our close frame and its reply
+            # to the client's close from two tasks at once (trio.BusyResourceError), which takes the whole server
+            # down. Waiting for the client's close (bounded) avoids that race for any client that closes on error.
+            with trio.move_on_after(min(5.0, limits.idle_timeout_s)):
+                while (await ws.receive())["type"] != "websocket.disconnect":
+                    pass
+                return
+            await ws.close(code=code)
+
         if open_sessions[0] >= limits.max_sessions:
             await send(error_event(f"server busy: {limits.max_sessions} sessions open (max_sessions)"))
-            await ws.close(code=1013)
+            await end(1013)
             return
         open_sessions[0] += 1
         session = RealtimeSessionCreateRequest(type="realtime", model=ws.query_params.get("model"))
@@ -135,7 +145,7 @@ def make_app(factory: Callable[[], SessionHandler], limits: RealtimeLimits | Non
             log.exception("realtime_session_failed")
             with contextlib.suppress(Exception):
                 await send(error_event(f"session failed: {type(exc).__name__}: {exc}", kind="server_error"))
-                await ws.close(code=1011)
+                await end(1011)
         finally:
             open_sessions[0] -= 1
             await handler.close()
@@ -202,3 +212,5 @@ def realtime_server_in_thread(app: Any, limits: RealtimeLimits | None = None) ->
         with contextlib.suppress(trio.RunFinishedError):
             trio.from_thread.run_sync(state["stop"].set, trio_token=state["token"])
         thread.join(timeout=10)
+    if "error" in state:  # the server died while the block ran: say so instead of a caller's connection refused
+        raise RuntimeError(f"realtime server stopped: {state['error']!r}") from state["error"]
