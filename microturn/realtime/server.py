@@ -87,9 +87,13 @@ def make_app(factory: Callable[[], SessionHandler], limits: RealtimeLimits | Non
 
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
+        sending = trio.Lock()
 
         async def send(event: Any) -> None:
-            await ws.send_text(event.model_dump_json(exclude_none=True))
+            # one writer at a time: a handler's task and this loop both send, and hypercorn's trio WebSocket
+            # raises BusyResourceError on two concurrent sends
+            async with sending:
+                await ws.send_text(event.model_dump_json(exclude_none=True))
 
         async def end(code: int) -> None:
             # Let the client close first: hypercorn 0.17's trio WebSocket can send our close frame and its reply
@@ -109,7 +113,9 @@ def make_app(factory: Callable[[], SessionHandler], limits: RealtimeLimits | Non
         session = RealtimeSessionCreateRequest(type="realtime", model=ws.query_params.get("model"))
         handler = factory()
         audio = InputAudio()
-        try:
+
+        async def frames() -> None:
+            nonlocal session
             await send(SessionCreatedEvent(type="session.created", event_id=new_event_id(), session=session))
             while True:
                 with trio.move_on_after(limits.idle_timeout_s) as idle:
@@ -139,10 +145,20 @@ def make_app(factory: Callable[[], SessionHandler], limits: RealtimeLimits | Non
                 except FrameError as exc:
                     log.info("realtime_frame_refused", param=exc.param, problem=exc.problem)
                     await send(error_event(exc))
-        except WebSocketDisconnect:
-            pass
-        except Exception as exc:  # one session's failure ends that session, never the server
-            log.exception("realtime_session_failed")
+        try:
+            async with trio.open_nursery() as nursery:
+                if hasattr(handler, "run"):  # a handler with its own task (a pipeline) runs while the socket is open
+                    await nursery.start(handler.run, send)
+                try:
+                    await frames()
+                finally:
+                    nursery.cancel_scope.cancel()
+        except Exception as exc:  # noqa: BLE001 - one session's failure ends that session, never the server
+            while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]  # the nursery wraps what the frame loop or the handler raised
+            if isinstance(exc, WebSocketDisconnect):
+                return
+            log.error("realtime_session_failed", error=repr(exc))
             with contextlib.suppress(Exception):
                 await send(error_event(f"session failed: {type(exc).__name__}: {exc}", kind="server_error"))
                 await end(1011)
