@@ -18,6 +18,7 @@ The SDK's client (``AsyncOpenAI(base_url="http://HOST:PORT/v1").realtime.connect
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -41,7 +42,10 @@ try:  # optional: the realtime and serve extras
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("microturn.realtime needs the realtime extra: pip install 'microturn[realtime]'") from exc
 
-__all__ = ["RealtimeLimits", "SessionHandler", "make_app", "open_realtime_server", "realtime_server_in_thread"]
+__all__ = [
+    "RealtimeLimits", "SessionHandler", "make_app", "open_realtime_server", "realtime_server_in_thread",
+    "serve_realtime",
+]
 
 log = get_logger(__name__)
 
@@ -230,3 +234,19 @@ def realtime_server_in_thread(app: Any, limits: RealtimeLimits | None = None) ->
         thread.join(timeout=10)
     if "error" in state:  # the server died while the block ran: say so instead of a caller's connection refused
         raise RuntimeError(f"realtime server stopped: {state['error']!r}") from state["error"]
+
+
+def serve_realtime(app: Any, *, host: str = "127.0.0.1", port: int = 0, limits: RealtimeLimits | None = None,
+                   on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM (main thread only); ``on_ready(ws_url)`` once listening."""
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with open_realtime_server(app, host=host, port=port, limits=limits) as url:
+                if on_ready is not None:
+                    on_ready(url.replace("http://", "ws://", 1) + "/v1/realtime")
+                async for signum in signals:
+                    log.info("realtime_stopping", signal=signal.Signals(signum).name)
+                    return
+
+    trio.run(main)
