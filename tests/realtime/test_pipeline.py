@@ -66,3 +66,33 @@ def test_sdk_client_completes_a_spoken_exchange(tmp_path: Any) -> None:
     assert len(audio) > 2 * 2400, "at least 0.1 s of 24 kHz pcm16 answer audio"
     assert np.abs(np.frombuffer(audio, "<i2")).max() > 300, "the answer audio is not silence"
     assert events[-1].response.status == "completed"
+
+
+async def _cancelled(url: str, chunks: list[str]) -> list[Any]:
+    """Ask, and cancel the answer at its first audio: the response must end cancelled."""
+    client = AsyncOpenAI(base_url=f"{url}/v1", api_key="test")
+    events: list[Any] = []
+    sent = False
+    async with client.realtime.connect(model="microturn") as conn:
+        for chunk in chunks:
+            await conn.input_audio_buffer.append(audio=chunk)
+        async with asyncio.timeout(120):  # a hang bound only
+            async for event in conn:
+                events.append(event)
+                if event.type == "response.output_audio_transcript.delta" and not sent:
+                    sent = True
+                    await conn.response.cancel()
+                if event.type == "response.done":
+                    break
+    return events
+
+
+def test_response_cancel_ends_the_answer_cancelled(tmp_path: Any) -> None:
+    speech = pcm16_to_float(synthesize("hello, what time is it?", cache_dir=tmp_path))
+    silence = np.zeros(16000 * 3, dtype=np.float32)
+    app = make_app(pipeline_factory())
+    with realtime_server_in_thread(app) as url:
+        events = asyncio.run(_cancelled(url, _wire_chunks(np.concatenate([speech, silence]))))
+    assert events[-1].type == "response.done"
+    assert events[-1].response.status == "cancelled"
+    assert not any(e.type == "error" for e in events), [e for e in events if e.type == "error"]
