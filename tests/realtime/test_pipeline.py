@@ -96,3 +96,26 @@ def test_response_cancel_ends_the_answer_cancelled(tmp_path: Any) -> None:
     assert events[-1].type == "response.done"
     assert events[-1].response.status == "cancelled"
     assert not any(e.type == "error" for e in events), [e for e in events if e.type == "error"]
+
+
+async def _typed(url: str, text: str) -> list[Any]:
+    client = AsyncOpenAI(base_url=f"{url}/v1", api_key="test")
+    events: list[Any] = []
+    async with client.realtime.connect(model="microturn") as conn:
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
+        async with asyncio.timeout(120):  # a hang bound only
+            async for event in conn:
+                events.append(event)
+                if event.type == "response.done":
+                    break
+    return events
+
+
+def test_typed_text_gets_a_spoken_answer() -> None:
+    app = make_app(pipeline_factory())
+    with realtime_server_in_thread(app) as url:
+        events = asyncio.run(_typed(url, "hello, what time is it?"))
+    types = [e.type for e in events]
+    assert "response.created" in types and events[-1].response.status == "completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_audio_transcript.delta").strip(), types
