@@ -69,6 +69,11 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--max-idle-timeout", type=float, default=d.max_idle_timeout,
                        help=f"the longest idle timeout a client may ask; longer ones are clamped to it (default "
                        f"{d.max_idle_timeout:g})")
+    serve.add_argument("--realtime", action="store_true",
+                       help="serve a full microturn pipeline per connection over the OpenAI Realtime WebSocket "
+                       "protocol at ws://HOST:PORT/v1/realtime instead (needs the realtime extra)")
+    serve.add_argument("--model", default="embedded",
+                       help="with --realtime: the pipeline's model backend (default embedded; scripted, local:PATH)")
     serve.set_defaults(fn=serve_command)
 
     up = subparsers.add_parser(
@@ -89,6 +94,8 @@ def register(subparsers: Any) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     """Carry out ``microturn serve``: load the model, print the URL, serve until Ctrl-C. Raises
     :class:`~microturn.extras.MissingExtra` when the torch or serve extra is missing."""
+    if getattr(args, "realtime", False):
+        return realtime_command(args)
     check("microturn serve", {"torch": "torch", "starlette": "serve", "hypercorn": "serve"})
     from microturn.model.local import CheckpointError
     from microturn.serve import ServeLimits, serve
@@ -104,6 +111,27 @@ def serve_command(args: argparse.Namespace) -> int:
               untrained=args.untrained is not None, workers=args.workers, threads=args.threads, limits=limits,
               on_ready=ready)
     except (CheckpointError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def realtime_command(args: argparse.Namespace) -> int:
+    """Carry out ``microturn serve --realtime``: a pipeline per WebSocket connection until Ctrl-C. Raises
+    :class:`~microturn.extras.MissingExtra` when the realtime or serve extra is missing."""
+    check("microturn serve --realtime", {"openai": "realtime", "starlette": "serve", "hypercorn": "serve"})
+    from microturn.assembly import BackendError, PipelineError, PipelineSpec
+    from microturn.realtime.pipeline import pipeline_factory
+    from microturn.realtime.server import RealtimeLimits, make_app, serve_realtime
+
+    def ready(url: str) -> None:
+        print(f"microturn serve --realtime: listening on {url}", flush=True)
+
+    try:
+        limits = RealtimeLimits(max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout)
+        app = make_app(pipeline_factory(PipelineSpec(model=args.model, render_audio=True)), limits)
+        serve_realtime(app, host=args.host, port=args.port, limits=limits, on_ready=ready)
+    except (BackendError, PipelineError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

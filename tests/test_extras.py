@@ -45,6 +45,8 @@ CASES = [
     (TORCH, ["train", "--corpus", "corpus", "--out", "model.pt"], f"microturn train {NEEDS_TORCH}"),
     (TORCH, ["train-flow", "--checkpoint", "a.pt", "--out", "b.pt"], f"microturn train-flow {NEEDS_TORCH}"),
     ("sglang", ["sglang-up", "some/model"], "pip install 'microturn[sglang]'"),
+    ("openai", ["serve", "--realtime", "--port", "0"],
+     "microturn serve --realtime needs the 'realtime' extra: pip install 'microturn[realtime]'"),
 ]
 
 NEEDS_NO_EXTRA = {"metrics", "show", "replay", "corpus"}
