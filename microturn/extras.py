@@ -21,6 +21,7 @@ EXTRAS: dict[str, str] = {
     "serve": "`microturn serve` (hypercorn, starlette)",
     "images": "decoding PNG/JPEG images in perception (Pillow)",
     "vad": "the learned voice-activity detector (silero-vad)",
+    "asr": "the speech recognizer (pocketsphinx)",
     "sglang": "sglang itself, for `microturn sglang-up` (an NVIDIA GPU)",
 }
 """The optional extras of pyproject.toml that a user may be told to install, and what each brings."""
