@@ -7,6 +7,7 @@ times in seconds from the utterance start, ``reset`` drops the utterance. ``reco
 API for benchmarks.
 """
 
+from microturn.asr.actor import RecognizerActor
 from microturn.asr.recognizer import (
     AudioRejected,
     Hypothesis,
@@ -21,6 +22,7 @@ __all__ = [
     "AudioRejected",
     "Hypothesis",
     "PocketSphinxRecognizer",
+    "RecognizerActor",
     "SpeechRecognizer",
     "Word",
     "check_audio",
