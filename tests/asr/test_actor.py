@@ -74,3 +74,23 @@ async def test_the_same_speech_gives_the_same_messages(autojump_clock, tts) -> N
     ]
     assert strip[0] == strip[1] and strip[0]
     assert "pizza" in strip[0][-1][2]["text"]  # the padded lead-in lets it hear the sentence
+
+
+def test_the_pipeline_spec_adds_the_recognizer() -> None:
+    from microturn.assembly import PipelineSpec, build_pipeline
+
+    plain = build_pipeline(PipelineSpec(model="scripted", tools="none", background="none"))
+    assert not any(isinstance(a, RecognizerActor) for a in plain)  # "none" is the default
+    spec = PipelineSpec(model="scripted", tools="none", background="none", recognizer="pocketsphinx")
+    assert sum(isinstance(a, RecognizerActor) for a in build_pipeline(spec)) == 1
+
+
+def test_the_pipeline_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from microturn.assembly import PipelineSpec, build_pipeline
+    from microturn.extras import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)
+    with pytest.raises(MissingExtra, match=r"'asr' extra"):
+        build_pipeline(PipelineSpec(model="scripted", tools="none", background="none", recognizer="pocketsphinx"))
