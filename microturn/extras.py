@@ -22,6 +22,7 @@ EXTRAS: dict[str, str] = {
     "images": "decoding PNG/JPEG images in perception (Pillow)",
     "vad": "the learned voice-activity detector (silero-vad)",
     "realtime": "the OpenAI Realtime protocol, `microturn serve --realtime` (openai, websockets)",
+    "asr": "the speech recognizer (pocketsphinx)",
     "sglang": "sglang itself, for `microturn sglang-up` (an NVIDIA GPU)",
 }
 """The optional extras of pyproject.toml that a user may be told to install, and what each brings."""

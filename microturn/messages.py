@@ -33,6 +33,8 @@ __all__ = [
     "UserAudio",
     "UserText",
     "UserImage",
+    "RecognizedWord",
+    "RecognizedWords",
     "InputChunk",
     "DialogState",
     "OutputChunk",
@@ -157,6 +159,24 @@ class UserImage(DataMessage, frozen=True, kw_only=True):
     format: Literal["rgb", "png", "jpeg"] = "rgb"
     width: int = 0
     height: int = 0
+
+
+class RecognizedWord(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """One recognised word with its start/end in session seconds (audio-stream time)."""
+
+    text: str
+    start: float
+    end: float
+
+
+class RecognizedWords(DataMessage, frozen=True, kw_only=True):
+    """The speech recognizer's hypothesis for user utterance ``utterance_id``: partials while the user speaks,
+    then one ``final``. The final's text is also published as a ``UserText``, so the dialog state and the model
+    hear it exactly as a typed transcript."""
+
+    utterance_id: int
+    final: bool
+    words: list[RecognizedWord] = []
 
 
 # --- perception, dialog state --------------------------------------------------------------------------------
@@ -361,6 +381,7 @@ AnyMessage = Union[
     UserAudio,
     UserText,
     UserImage,
+    RecognizedWords,
     InputChunk,
     DialogState,
     OutputChunk,

@@ -18,6 +18,7 @@ FIGURES = {
     "sessions.py": ["max_sessions"],
     "lockstep.py": ["wall_seconds"],
     "perception.py": ["realtime_factor"],
+    "asr.py": ["wer_general_lm", "wer_domain_lm", "rtf"],
     "tools.py": ["concurrency_ratio"],
     "suite.py": ["wall_seconds", "virtual_seconds", "x_realtime"],
     "model_step.py": ["step_p99_ms", "history_growth_ratio", "speedup_vs_reprefill"],

@@ -28,6 +28,7 @@ from microturn.actors import (
     ToolRunner,
 )
 from microturn.actors.dialog_state import DEFAULT_SECONDS
+from microturn.asr import RecognizerActor
 from microturn.model.protocol import ModelBackend, ModelSpec
 from microturn.runtime import Actor, MicroturnError
 from microturn.tools import BUILTIN_TOOL_NAMES, Tool, ToolRegistry, default_registry
@@ -71,7 +72,8 @@ class PipelineSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     tool runner with the built-in tools plus every ``@tool`` of ``tool_modules``) or ``"none"``;
     ``http_allow`` is ``http_get``'s host allow-list (None: ``MICROTURN_HTTP_ALLOW``); ``background`` is
     ``"offline"`` (the background actor with the offline planner) or ``"none"``; ``actors`` are
-    ``MODULE:FACTORY`` plugins; ``render_audio`` voices the assistant, ``wav_path`` writes the session's WAV."""
+    ``MODULE:FACTORY`` plugins; ``render_audio`` voices the assistant, ``wav_path`` writes the session's WAV; ``recognizer`` ``"pocketsphinx"``
+    adds the speech recognizer (the ``asr`` extra), whose final words reach the dialog as ``UserText``."""
 
     model: str = "embedded"
     model_options: dict[str, Any] = {}
@@ -85,6 +87,7 @@ class PipelineSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     actors: list[str] = []
     render_audio: bool = False
     wav_path: str | None = None
+    recognizer: Literal["none", "pocketsphinx"] = "none"
 
 
 @dataclass
@@ -147,6 +150,7 @@ def build_pipeline(
     if world is None:
         world = _real_world(spec, tools)
     plugins = make_plugin_actors(spec.actors)
+    recognizer: list[Actor] = [RecognizerActor()] if spec.recognizer == "pocketsphinx" else []
     return [
         ClockActor(),
         PerceptionActor(),
@@ -154,6 +158,7 @@ def build_pipeline(
         InteractionActor(backend, ModelSpec(outputs_per_tick=spec.outputs_per_tick, seed=spec.seed),
                          tools=world.tool_names),
         OutputMixer(render_audio=spec.render_audio, wav_path=spec.wav_path),
+        *recognizer,
         *world.actors,
         *plugins,
         *extra,
