@@ -66,6 +66,7 @@ from microturn.model.sglang_wire import (
     TokenizeResponse,
     decode_body,
 )
+from microturn.runtime import server_in_thread
 
 __all__ = [
     "DEFAULT_PORT",
@@ -883,37 +884,8 @@ async def open_server(server: ModelServer, host: str = "127.0.0.1", port: int = 
 def serve_in_thread(server: ModelServer, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Run ``server`` in a background thread with its own trio loop (real clock) while the block runs; yields
     the base URL. For tests and benchmarks whose own trio run uses a MockClock (lockstep scenarios)."""
-    ready = threading.Event()
-    state: dict[str, Any] = {}
-
-    async def main() -> None:
-        state["token"] = trio.lowlevel.current_trio_token()
-        state["stop"] = stop = trio.Event()
-        async with open_server(server, host, port) as url:
-            state["url"] = url
-            ready.set()
-            await stop.wait()
-
-    def run() -> None:
-        try:
-            trio.run(main)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            state["error"] = exc
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=run, name="microturn-serve", daemon=True)
-    thread.start()
-    ready.wait()
-    if "error" in state:
-        raise RuntimeError(f"microturn serve failed to start: {state['error']}") from state["error"]
-    try:
-        yield state["url"]
-    finally:
-        with contextlib.suppress(trio.RunFinishedError):
-            trio.from_thread.run_sync(state["stop"].set, trio_token=state["token"])
-        thread.join(timeout=30)
-
+    with server_in_thread(lambda: open_server(server, host, port), name="microturn serve") as url:
+        yield url
 
 def serve(checkpoint: str | Path | None = None, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           config: str = "embedded", workers: int = 1, threads: int | None = 1, untrained: bool = False,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,6 +35,7 @@ from microturn.realtime.protocol import (
     new_event_id,
     parse_client_event,
 )
+from microturn.runtime import server_in_thread
 
 try:  # optional: the realtime and serve extras
     from openai.types.realtime import RealtimeSessionCreateRequest, SessionCreatedEvent, SessionUpdatedEvent
@@ -202,39 +202,9 @@ async def open_realtime_server(app: Any, host: str = "127.0.0.1", port: int = 0,
 def realtime_server_in_thread(app: Any, limits: RealtimeLimits | None = None) -> Iterator[str]:
     """Run ``app`` on loopback in a thread with its own trio loop while the block runs; yields the base URL.
     For tests and the benchmark, whose clients (the openai SDK) run on asyncio."""
-    ready = threading.Event()
-    state: dict[str, Any] = {}
-
-    async def main() -> None:
-        state["token"] = trio.lowlevel.current_trio_token()
-        state["stop"] = stop = trio.Event()
-        async with open_realtime_server(app, limits=limits) as url:
-            state["url"] = url
-            ready.set()
-            await stop.wait()
-
-    def run() -> None:
-        try:
-            trio.run(main)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            state["error"] = exc
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=run, name="microturn-realtime", daemon=True)
-    thread.start()
-    ready.wait()
-    if "error" in state:
-        raise RuntimeError(f"realtime server failed to start: {state['error']}") from state["error"]
-    try:
-        yield state["url"]
-    finally:
-        with contextlib.suppress(trio.RunFinishedError):
-            trio.from_thread.run_sync(state["stop"].set, trio_token=state["token"])
-        thread.join(timeout=10)
-    if "error" in state:  # the server died while the block ran: say so instead of a caller's connection refused
-        raise RuntimeError(f"realtime server stopped: {state['error']!r}") from state["error"]
-
+    with server_in_thread(lambda: open_realtime_server(app, limits=limits), name="microturn realtime server",
+                          join_timeout=10) as url:
+        yield url
 
 def serve_realtime(app: Any, *, host: str = "127.0.0.1", port: int = 0, limits: RealtimeLimits | None = None,
                    on_ready: Callable[[str], None] | None = None) -> None:

@@ -18,6 +18,7 @@ from ._mailbox import Mailbox, Overflow, Subscribe
 from ._recording import FORMAT_VERSION, Damage, Recorder, Recording, RecordingHeader, read_recording
 from ._replay import KNOWN_FACTORIES, Divergence, ReplayResult, load_factory, register_factory, replay, resolve_factory
 from ._session import Session, open_session, run_lockstep
+from ._threaded import server_in_thread
 
 __all__ = [
     "FORMAT_VERSION",
@@ -55,4 +56,5 @@ __all__ = [
     "replay",
     "resolve_factory",
     "run_lockstep",
+    "server_in_thread",
 ]
