@@ -47,6 +47,7 @@ CASES = [
     ("sglang", ["sglang-up", "some/model"], "pip install 'microturn[sglang]'"),
     ("openai", ["serve", "--realtime", "--port", "0"],
      "microturn serve --realtime needs the 'realtime' extra: pip install 'microturn[realtime]'"),
+    ("starlette", ["web", "--port", "0"], "needs the 'serve' extra: pip install 'microturn[serve]'"),
 ]
 
 NEEDS_NO_EXTRA = {"metrics", "show", "replay", "corpus"}
