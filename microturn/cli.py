@@ -87,7 +87,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         ) as session:
             for at, text in demo.LIVE_LINES if live else demo.DEMO_LINES:
                 if live:
-                    demo.speak_line(session, text, at)
+                    # with a recognizer the words come from it, not from a scheduled transcript
+                    demo.speak_line(session, text, at, transcript=args.recognizer == "none")
                 else:
                     session.schedule(UserText(text=text), at)
             await session.run_ticks(args.ticks)

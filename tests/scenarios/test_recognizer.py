@@ -91,3 +91,15 @@ def test_an_unknown_recognizer_is_refused_by_name(capsys) -> None:
         main(["run", "x.toml", "--recognizer", "whisper"])
     assert exc.value.code == 2
     assert "whisper" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
+def test_the_demo_with_a_recognizer_hears_only_the_recognizer(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("pocketsphinx")
+    record = tmp_path / "demo.mtr"
+    assert main(["demo", "--model", "scripted", "--recognizer", "pocketsphinx", "--ticks", "40",
+                 "--record", str(record)]) == 0
+    texts = [m for m in read_recording(record).messages if isinstance(m, UserText)]
+    assert texts and {m.stamp.source for m in texts if m.stamp is not None} == {"recognizer"}
+    capsys.readouterr()
+    assert main(["replay", str(record)]) == 0
