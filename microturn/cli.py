@@ -24,6 +24,7 @@ from microturn.runtime import (
     replay,
     run_lockstep,
 )
+from microturn.scenarios.cli import recognizer_flag, require_recognizer
 
 if TYPE_CHECKING:
     from microturn.console import Screen
@@ -63,9 +64,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.pipeline == "live":
         _require_model_extra("demo", args.model)
+        require_recognizer("demo", args.recognizer)
+    elif args.recognizer != "none":
+        print("error: --recognizer needs --pipeline live (the echo pipeline has no audio)", file=sys.stderr)
+        return 2
     seen: list[Message] = []
     live = args.pipeline == "live"
-    spec = demo.live_spec(model=args.model, wav_path=args.wav, tools=args.tools, actors=args.actor)
+    spec = demo.live_spec(model=args.model, wav_path=args.wav, tools=args.tools, actors=args.actor,
+                          recognizer=args.recognizer)
     # before the session: a model or plugin that cannot be made is a usage error, not a session failure
     actors = build_pipeline(spec) if live else demo.build()
 
@@ -81,7 +87,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         ) as session:
             for at, text in demo.LIVE_LINES if live else demo.DEMO_LINES:
                 if live:
-                    demo.speak_line(session, text, at)
+                    # with a recognizer the words come from it, not from a scheduled transcript
+                    demo.speak_line(session, text, at, transcript=args.recognizer == "none")
                 else:
                     session.schedule(UserText(text=text), at)
             await session.run_ticks(args.ticks)
@@ -99,11 +106,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def chat_actors(screen: Screen, args: argparse.Namespace, backend: ModelBackend | None = None) -> list[Actor]:
     """The chat session's actors: the standard pipeline (model, built-in and ``--tools`` tools, the offline
-    planner, ``--actor`` plugins) with the console on ``screen``; ``backend`` is an already open model server."""
+    planner, ``--actor`` plugins, ``--recognizer``) with the console on ``screen``; ``backend`` is an already open
+    model server."""
     from microturn.assembly import PipelineSpec, build_pipeline
     from microturn.console import ConsoleActor
 
-    spec = PipelineSpec(model=args.model, tool_modules=list(args.tools), actors=list(args.actor))
+    spec = PipelineSpec(model=args.model, tool_modules=list(args.tools), actors=list(args.actor),
+                        recognizer=getattr(args, "recognizer", "none"))
     return build_pipeline(spec, backend=backend, extra=[ConsoleActor(screen)], tick_period=args.tick_ms / 1000)
 
 
@@ -117,6 +126,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from microturn.console import run_chat
 
     tick = args.tick_ms / 1000
+    require_recognizer("chat", args.recognizer)
     try:
         if not args.url:
             _require_model_extra("chat", args.model)
@@ -235,6 +245,7 @@ def _plugin_flags(parser: argparse.ArgumentParser) -> None:
                         help="import a Python module or .py file and register every @tool it defines (repeatable)")
     parser.add_argument("--actor", action="append", default=[], metavar="MODULE:FACTORY",
                         help="add the actor this factory returns to the session (repeatable)")
+    recognizer_flag(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

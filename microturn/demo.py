@@ -164,13 +164,15 @@ def speak_line(session: Session, text: str, at: float, *, transcript: bool = Tru
 
 
 def live_spec(*, model: str = "embedded", wav_path: str | None = None, tools: Sequence[str] = (),
-              actors: Sequence[str] = ()) -> PipelineSpec:
+              actors: Sequence[str] = (), recognizer: str = "none") -> PipelineSpec:
     """The live loop's description: ``model`` (the shipped ``embedded`` checkpoint by default, ``scripted`` for
     the rule policy, ``local:PATH`` ...), the built-in tools plus ``tools`` modules, the offline planner as
-    background reasoner (the network client would not be deterministic in lockstep), and ``actors`` plugins.
+    background reasoner (the network client would not be deterministic in lockstep), ``actors`` plugins, and
+    ``recognizer`` (``"pocketsphinx"``: the speech recognizer).
     :func:`microturn.assembly.build_pipeline` builds it; recordings carry it as their params."""
     return PipelineSpec(model=model, render_audio=wav_path is not None, wav_path=wav_path,
-                        tool_modules=list(tools), actors=list(actors))
+                        tool_modules=list(tools), actors=list(actors),
+                        recognizer=recognizer)  # type: ignore[arg-type]
 
 
 def build(max_ticks: int | None = None) -> list[Actor]:

@@ -48,6 +48,12 @@ CASES = [
     ("openai", ["serve", "--realtime", "--port", "0"],
      "microturn serve --realtime needs the 'realtime' extra: pip install 'microturn[realtime]'"),
     ("starlette", ["web", "--port", "0"], "needs the 'serve' extra: pip install 'microturn[serve]'"),
+    ("pocketsphinx", ["run", "--model", "scripted", "--recognizer", "pocketsphinx", SCENARIO],
+     "microturn run --recognizer pocketsphinx needs the 'asr' extra: pip install 'microturn[asr]'"),
+    ("pocketsphinx", ["demo", "--model", "scripted", "--recognizer", "pocketsphinx"],
+     "microturn demo --recognizer pocketsphinx needs the 'asr' extra: pip install 'microturn[asr]'"),
+    ("pocketsphinx", ["chat", "--model", "scripted", "--recognizer", "pocketsphinx"],
+     "microturn chat --recognizer pocketsphinx needs the 'asr' extra: pip install 'microturn[asr]'"),
 ]
 
 NEEDS_NO_EXTRA = {"metrics", "show", "replay", "corpus"}

@@ -1,6 +1,6 @@
 """``microturn run``: run scenarios in lockstep virtual time.
 
-    microturn run SCENARIO... [--model NAME] [--record FILE] [--report FILE.html] [--wav FILE] [--json FILE]
+    microturn run SCENARIO... [--model NAME] [--recognizer pocketsphinx] [--record FILE] [--report FILE.html] [--wav FILE] [--json FILE]
     microturn run --suite DIR [--model NAME] [--json FILE]
 
 Prints, per scenario, a compact timeline, the metrics and the expectations; for a suite, one table per
@@ -17,7 +17,24 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["register"]
+__all__ = ["recognizer_flag", "register", "require_recognizer"]
+
+
+def recognizer_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--recognizer {none,pocketsphinx}`` (shared by ``run``, ``demo`` and ``chat``)."""
+    parser.add_argument("--recognizer", choices=["none", "pocketsphinx"], default="none",
+                        help="pocketsphinx: recognise the user's speech, so audio without a transcript reaches "
+                        "the dialog as words (the 'asr' extra); none (default)")
+
+
+def require_recognizer(command: str, recognizer: str) -> None:
+    """The recognizer needs the ``asr`` extra: say so (a :class:`~microturn.extras.MissingExtra`, exit 2) before
+    anything is built."""
+    if recognizer != "none":
+        from microturn.extras import check
+
+        check(f"microturn {command} --recognizer {recognizer}", {"pocketsphinx": "asr"},
+              hint="or use --recognizer none")
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -43,6 +60,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                      'needs scenarios with [world] tools = "builtin")')
     run.add_argument("--actor", action="append", default=[], metavar="MODULE:FACTORY",
                      help="add the actor this factory returns to every session (repeatable)")
+    recognizer_flag(run)
     run.add_argument("--record", metavar="FILE", help="write the session's recording (one scenario)")
     run.add_argument("--report", metavar="FILE.html", help="write an HTML report (one scenario)")
     run.add_argument("--wav", metavar="FILE", help="write the session's audio as a stereo WAV (one scenario)")
@@ -78,6 +96,8 @@ def run_command(args: argparse.Namespace) -> int:
     from .simulator import aggregate, format_aggregate, simulated_runs
 
     files = list(args.scenarios or [])
+    recognizer = getattr(args, "recognizer", "none")
+    require_recognizer("run", recognizer)
     url = getattr(args, "url", None)
     if url:
         if not args.model or args.model.partition(":")[0] not in ("sglang", "sglang-text") or ":" in args.model:
@@ -101,7 +121,8 @@ def run_command(args: argparse.Namespace) -> int:
     summaries: list[dict[str, Any]] = []  # one per simulated-user file (a suite runs none)
     try:
         if args.suite:
-            suite = run_suite(args.suite, model=args.model, progress=_Progress(), tools=args.tools, actors=args.actor)
+            suite = run_suite(args.suite, model=args.model, progress=_Progress(), tools=args.tools, actors=args.actor,
+                              recognizer=recognizer)
         else:
             results = []
             for i, file in enumerate(files):
@@ -119,7 +140,7 @@ def run_command(args: argparse.Namespace) -> int:
                     results += batch
                     continue
                 result = run_scenario(file, model=args.model, record=args.record, report=args.report, wav=args.wav,
-                                      tools=args.tools, actors=args.actor)
+                                      tools=args.tools, actors=args.actor, recognizer=recognizer)
                 print(format_result(result))
                 results.append(result)
             if args.record and not summaries:
@@ -199,7 +220,8 @@ def _run_simulated(runs: list[Any], args: argparse.Namespace, run_scenario: Any,
     for scenario in runs:
         seed = int(scenario.name.rpartition("=")[2].rstrip("]"))
         record = record_path(args.record, seed, len(runs)) if args.record else None
-        result = run_scenario(scenario, model=args.model, record=record, tools=args.tools, actors=args.actor)
+        result = run_scenario(scenario, model=args.model, record=record, tools=args.tools, actors=args.actor,
+                              recognizer=getattr(args, "recognizer", "none"))
         print(format_result(result))
         if record:
             print(f"recorded to {record}")

@@ -39,6 +39,7 @@ from microturn.assembly import (
     resolve_module_spec,
     tool_registry,
 )
+from microturn.extras import MissingExtra
 from microturn.messages import (
     BackgroundUpdate,
     Delegate,
@@ -81,6 +82,9 @@ __all__ = [
     "format_suite",
 ]
 
+RECOGNIZERS = ("none", "pocketsphinx")
+"""The speech recognizers a run may add (``PipelineSpec.recognizer``)."""
+
 FACTORY = "microturn.scenarios.runner:build_actors"
 """The actor factory scenario recordings name (``microturn replay`` calls it with the header's params)."""
 
@@ -92,21 +96,23 @@ def build_actors(
     render_audio: bool = False,
     wav_path: str | None = None,
     actors: Sequence[str] = (),
+    recognizer: str = "none",
 ) -> list[Actor]:
     """The actors of a scenario's session (what replay rebuilds from a recording's header).
 
     ``scenario`` is the scenario as plain data (:func:`~microturn.scenarios.format.encode_scenario`);
     ``model`` overrides its model (the scenario's options then apply only if it names the same model);
     ``render_audio`` makes the mixer voice the assistant (espeak-ng), ``wav_path`` writes the session's
-    stereo WAV when it stops; ``actors`` are ``MODULE:FACTORY`` plugins. The tool modules and actors named are
+    stereo WAV when it stops; ``actors`` are ``MODULE:FACTORY`` plugins; ``recognizer`` ``"pocketsphinx"`` adds
+    the speech recognizer, which gives ``say`` speech sent without its transcript its words. The tool modules and actors named are
     imported only when allowed (:func:`microturn.assembly.allow_plugins`): replay runs no code a recording names."""
     sc = decode_scenario(scenario)
     require_allowed(sc.world.tool_modules, actors)
-    return _build(sc, model=model, render_audio=render_audio, wav_path=wav_path, actors=actors)
+    return _build(sc, model=model, render_audio=render_audio, wav_path=wav_path, actors=actors, recognizer=recognizer)
 
 
 def _build(sc: Scenario, *, model: str | None, render_audio: bool = False, wav_path: str | None = None,
-           actors: Sequence[str] = ()) -> list[Actor]:
+           actors: Sequence[str] = (), recognizer: str = "none") -> list[Actor]:
     """The scenario's pipeline, through the one assembly; the scenario's world plugs into it."""
     name = model or sc.model.name
     key = "--model" if model else "model.name"
@@ -122,12 +128,15 @@ def _build(sc: Scenario, *, model: str | None, render_audio: bool = False, wav_p
             render_audio=render_audio,
             wav_path=wav_path,
             actors=list(actors),
+            recognizer=recognizer,  # type: ignore[arg-type]
         )
         world = _scripted_world(sc) if sc.world.tools == "scripted" else _real_world(sc, spec)
         _check_tool_names(sc, world.tool_names)
         return build_pipeline(spec, backend=backend, world=world, tick_period=TICK_PERIOD)
     except BackendError as exc:
         raise ScenarioError(exc.reason, key=exc.key, value=exc.value) from None
+    except MissingExtra:  # the command line prints it as is: which extra to install
+        raise
     except MicroturnError as exc:  # a plugin that does not load: its message names the flag and the value
         raise ScenarioError(str(exc)) from None
 
@@ -238,11 +247,13 @@ async def run(
     tools: Sequence[str] = (),
     actors: Sequence[str] = (),
     judge: Judge | None | str = "env",
+    recognizer: str = "none",
 ) -> ScenarioResult:
     """Run ``scenario`` inside an already running trio with a MockClock (pytest-trio's ``autojump_clock``, or
     :func:`microturn.runtime.run_lockstep`). ``plans`` are the prepared timeline (prepared here if not given:
     speech synthesis runs then, off the session's clock). ``tools`` are more tool modules (``--tools``),
     ``actors`` ``MODULE:FACTORY`` plugins (``--actor``); both go into the recording, so replay needs them named.
+    ``recognizer`` (``"none"`` or ``"pocketsphinx"``) goes into the recording too.
     ``judge`` decides judged expectations (``"env"``: the one the environment configures, see
     :mod:`microturn.scenarios.judge`; None: none, they are not judged); its verdicts are published into the
     session at its end, so the recording holds them."""
@@ -253,8 +264,10 @@ async def run(
     params: dict[str, Any] = {"scenario": encode_scenario(scenario), "model": name, "render_audio": wav is not None}
     if actors:
         params["actors"] = list(actors)
+    if recognizer != "none":  # only when chosen: recordings made without it keep their params
+        params["recognizer"] = recognizer
     built = _build(scenario, model=model, render_audio=wav is not None,
-                   wav_path=os.fspath(wav) if wav is not None else None, actors=actors)
+                   wav_path=os.fspath(wav) if wav is not None else None, actors=actors, recognizer=recognizer)
     plans = list(plans) if plans is not None else prepare_plans(scenario)
     director = Director(scenario, plans)
     messages: list[Message] = []
@@ -324,10 +337,11 @@ def run_scenario(
     tools: Sequence[str] = (),
     actors: Sequence[str] = (),
     judge: Judge | None | str = "env",
+    recognizer: str = "none",
 ) -> ScenarioResult:
     """Load (if given a path) and run a scenario in lockstep virtual time; write the recording, the HTML
     report and the session's stereo WAV when asked; ``tools``/``actors`` are plugins, ``judge`` decides
-    judged expectations (see :func:`run`).
+    judged expectations, ``recognizer`` adds the speech recognizer (see :func:`run`).
     Raises :class:`ScenarioError` for a bad scenario."""
     path = None
     if not isinstance(scenario, Scenario):
@@ -335,6 +349,9 @@ def run_scenario(
         scenario = load_scenario(path)
     if model is not None and model not in BACKENDS:
         raise ScenarioError(f"unknown model; known: {', '.join(BACKENDS.names())}", key="--model", value=model)
+    if recognizer not in RECOGNIZERS:
+        raise ScenarioError(f"unknown recognizer; known: {', '.join(RECOGNIZERS)}", key="--recognizer",
+                            value=recognizer)
     try:
         plans = prepare_plans(scenario)
     except ScenarioError as exc:
@@ -342,7 +359,7 @@ def run_scenario(
             raise
         raise exc.located(path, None) from None
     result = run_lockstep(lambda: run(scenario, model=model, record=record, wav=wav, plans=plans, path=path,
-                                      tools=tools, actors=actors, judge=judge))
+                                      tools=tools, actors=actors, judge=judge, recognizer=recognizer))
     if report is not None:
         from .report import write_report
 
@@ -380,6 +397,7 @@ def run_suite(
     progress: Callable[[int, int, str], None] | None = None,
     tools: Sequence[str] = (),
     actors: Sequence[str] = (),
+    recognizer: str = "none",
 ) -> SuiteResult:
     """Run every scenario under ``directory``; ``progress(done, total, name)`` is called before each one and
     once at the end. A scenario that fails to load is reported in ``errors``; the others still run."""
@@ -392,7 +410,8 @@ def run_suite(
         try:
             runs = simulated_runs(file)  # a [user] table stands for its seeded runs
             for source in runs if runs is not None else [file]:
-                results.append(run_scenario(source, model=model, tools=tools, actors=actors))
+                results.append(run_scenario(source, model=model, tools=tools, actors=actors,
+                                            recognizer=recognizer))
         except ScenarioError as exc:
             errors.append((os.fspath(file), str(exc)))
     if progress is not None:
