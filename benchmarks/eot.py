@@ -233,10 +233,16 @@ def main() -> None:
         if probs is None:
             missing["smart_turn_accuracy"] = why or "unknown"
         else:
-            figures["smart_turn_accuracy"] = round(
-                statistics.fmean((p > 0.5) == it.end_of_turn for p, it in zip(probs, items)), 3)
+            ways["smart_turn"] = [(p > 0.5) == it.end_of_turn for p, it in zip(probs, items)]
+            figures["smart_turn_accuracy"] = round(statistics.fmean(ways["smart_turn"]), 3)
     else:
         missing["smart_turn_accuracy"] = "skipped (--pipecat-python none)"
+    # Accuracy per kind of item shows which way says "end of turn" to everything (complete 1.0, the rest 0).
+    figures["by_kind"] = {
+        name: {kind: round(statistics.fmean(ok for ok, it in zip(acc, items) if it.kind == kind), 3)
+               for kind in ("complete", "fragment", "cut")}
+        for name, acc in ways.items() if acc
+    }
     if missing:
         figures["missing"] = missing
     print("\nfigure                         value")
