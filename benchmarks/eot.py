@@ -145,7 +145,7 @@ def smart_turn(python: str, items: list[Item], pcms: list[np.ndarray]) -> tuple[
     """smart-turn v3.2 probabilities for each item from the pipecat venv, or None and why."""
     if not Path(python).exists():
         return None, (f"{python} is missing: make it with `python -m venv /work/bench-venv && "
-                      "/work/bench-venv/bin/pip install 'pipecat-ai[local-smart-turn-v3]==1.14.0'`")
+                      "/work/bench-venv/bin/pip install pipecat-ai==1.14.0 onnxruntime`")
     with tempfile.TemporaryDirectory(prefix="eot-") as tmp:
         paths = []
         for n, x in enumerate(pcms):
