@@ -27,6 +27,8 @@ FIGURES = {
     "serve.py": ["http_overhead_ms_p50", "http_overhead_ms_p99", "sessions_p99_under_100ms"],
     "serve_load.py": ["server_exits", "crossed_or_lost_turns", "request_ms_p50", "request_ms_p99", "rss_mb_before",
                       "rss_mb_after"],
+    "eot.py": ["accuracy_transcript", "accuracy_prosody", "accuracy_recognized", "smart_turn_accuracy",
+               "speech_end_error_ms_median", "take_turn_ms_median", "recognizer_rtf"],
     "sglang_session.py": ["tick_latency_ms_p99", "cached_growth_per_tick", "cached_equals_previous_total"],
 }
 
