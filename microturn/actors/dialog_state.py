@@ -20,8 +20,8 @@ speech carried text; audio without a transcript has no cues):
 - ends a closed sentence ("." or "!") -> ``pausing``, then ``yielding`` after ``end_of_turn_closed`` of
   silence (a finished statement needs less confirmation than a trailing fragment);
 - otherwise ``pausing``, then ``yielding`` after ``end_of_turn`` of silence; for audio without words the
-  chunk's ``speech_final`` prosody decides: final -> ``end_of_turn_closed``, continuing ->
-  ``end_of_turn_continuing``, not measured -> ``end_of_turn``.
+  chunk's ``speech_final`` prosody decides: continuing -> ``end_of_turn_continuing``, final or not measured ->
+  ``end_of_turn`` (a final-sounding dip between two words must not hand the turn over).
 
 Silence is counted from the chunk's ``speech_end`` when one came (fractions of a tick): the clock starts at
 the true end of speech, not at the end of the 200 ms window that held it.
@@ -102,7 +102,7 @@ class DialogTimings(msgspec.Struct, frozen=True, kw_only=True):
     """The longest ``thinking`` pause before the user is ``yielding`` anyway (3 s -> 15)."""
     end_of_turn_continuing: int = _ticks(DEFAULT_SECONDS["end_of_turn_continuing"])
     """Silence after audio without words whose last stretch sounds unfinished (level or rising pitch) before
-    the user is ``yielding`` (1 s -> 5); audio that sounds final waits ``end_of_turn_closed``."""
+    the user is ``yielding`` (1 s -> 5); audio that sounds final waits ``end_of_turn`` like plain speech."""
     barge_in: int = _ticks(DEFAULT_SECONDS["barge_in"])
     """Overlapping speech that makes the user ``interrupting`` (0.5 s -> 3; backchannel words get
     ``backchannel_max``; audio without a transcript first needs ``onset`` to count as speech at all)."""
@@ -314,12 +314,13 @@ class DialogStateMachine:
         return self._silence_s / self.period + 1e-6
 
     def _audio_wait(self) -> int:
-        """Ticks to wait after plain speech: prosody decides for audio without words (final: as after a closed
-        sentence; continuing: longer), words or no prosody heard keep ``end_of_turn``."""
+        """Ticks to wait after plain speech: for audio without words a continuing (level or rising) end waits
+        longer; a final-sounding one keeps ``end_of_turn``, since a short dip inside an utterance (between two
+        words) can sound final too and must not hand the turn over. Words or no prosody heard keep ``end_of_turn``."""
         t = self.timings
         if not self._audio_only or self._final is None:
             return t.end_of_turn
-        return min(t.end_of_turn_closed, t.end_of_turn) if self._final else max(t.end_of_turn_continuing, t.end_of_turn)
+        return t.end_of_turn if self._final else max(t.end_of_turn_continuing, t.end_of_turn)
 
     # --- the assistant side, on events ---------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ def test_silence_at_the_end_of_the_last_speech_tick_counts(frames: int, run: int
     assert got == math.ceil((wait - (PERIOD - end)) / PERIOD - 1e-9)
 
 
-@pytest.mark.parametrize(("final", "expected"), [(True, 1), (None, 2), (False, 5)])
+@pytest.mark.parametrize(("final", "expected"), [(True, 2), (None, 2), (False, 5)])
 def test_prosody_decides_the_wait_for_audio_without_words(final: bool | None, expected: int) -> None:
     machine = DialogStateMachine()
     _speak(machine, 4, end=PERIOD, final=final)  # an end exactly at the tick's end adds no silence
