@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -36,18 +37,25 @@ def _wire_chunks(samples16k: np.ndarray, chunk_s: float = 0.1) -> list[str]:
             for i in range(0, wire.size, step)]
 
 
+async def _until_done(conn: Any, on_event: Callable[[Any], Awaitable[None]] | None = None) -> list[Any]:
+    """Every server event up to and including ``response.done``; ``on_event`` sees each as it arrives."""
+    events: list[Any] = []
+    async with asyncio.timeout(120):  # a hang bound only
+        async for event in conn:
+            events.append(event)
+            if on_event is not None:
+                await on_event(event)
+            if event.type == "response.done":
+                return events
+    return events
+
+
 async def _exchange(url: str, chunks: list[str]) -> list[Any]:
     client = AsyncOpenAI(base_url=f"{url}/v1", api_key="test")
-    events: list[Any] = []
     async with client.realtime.connect(model="microturn") as conn:
         for chunk in chunks:  # all at once: the pipeline plays late audio window by window, dropping none
             await conn.input_audio_buffer.append(audio=chunk)
-        async with asyncio.timeout(120):  # a hang bound only
-            async for event in conn:
-                events.append(event)
-                if event.type == "response.done":
-                    break
-    return events
+        return await _until_done(conn)
 
 
 def test_sdk_client_completes_a_spoken_exchange(tmp_path: Any) -> None:
@@ -71,20 +79,18 @@ def test_sdk_client_completes_a_spoken_exchange(tmp_path: Any) -> None:
 async def _cancelled(url: str, chunks: list[str]) -> list[Any]:
     """Ask, and cancel the answer at its first audio: the response must end cancelled."""
     client = AsyncOpenAI(base_url=f"{url}/v1", api_key="test")
-    events: list[Any] = []
     sent = False
+
+    async def cancel_at_first_words(event: Any) -> None:
+        nonlocal sent
+        if event.type == "response.output_audio_transcript.delta" and not sent:
+            sent = True
+            await conn.response.cancel()
+
     async with client.realtime.connect(model="microturn") as conn:
         for chunk in chunks:
             await conn.input_audio_buffer.append(audio=chunk)
-        async with asyncio.timeout(120):  # a hang bound only
-            async for event in conn:
-                events.append(event)
-                if event.type == "response.output_audio_transcript.delta" and not sent:
-                    sent = True
-                    await conn.response.cancel()
-                if event.type == "response.done":
-                    break
-    return events
+        return await _until_done(conn, cancel_at_first_words)
 
 
 def test_response_cancel_ends_the_answer_cancelled(tmp_path: Any) -> None:
@@ -100,16 +106,10 @@ def test_response_cancel_ends_the_answer_cancelled(tmp_path: Any) -> None:
 
 async def _typed(url: str, text: str) -> list[Any]:
     client = AsyncOpenAI(base_url=f"{url}/v1", api_key="test")
-    events: list[Any] = []
     async with client.realtime.connect(model="microturn") as conn:
         await conn.conversation.item.create(
             item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
-        async with asyncio.timeout(120):  # a hang bound only
-            async for event in conn:
-                events.append(event)
-                if event.type == "response.done":
-                    break
-    return events
+        return await _until_done(conn)
 
 
 def test_typed_text_gets_a_spoken_answer() -> None:
