@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
+import threading
 import urllib.request
 
 import pytest
@@ -29,13 +29,18 @@ def _browser(tmp_path):
             f"--user-data-dir={tmp_path / 'profile'}", "--use-fake-ui-for-media-stream",
             "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required",
             "--remote-debugging-port=0", "about:blank"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port_file = tmp_path / "profile" / "DevToolsActivePort"
-    for _ in range(600):  # chromium writes its port when ready (polling a file, not asserting on speed)
-        if port_file.exists() and port_file.read_text().strip():
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    # Chromium announces its DevTools address on stderr when it is ready: a blocking read, no polling.
+    for line in proc.stderr:
+        if line.startswith("DevTools listening on ws://"):
+            port = int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
             break
-        time.sleep(0.05)
-    return proc, int(port_file.read_text().split()[0])
+    else:
+        raise RuntimeError(f"chromium exited ({proc.wait()}) before announcing its DevTools port")
+    # keep draining its log so a chatty browser never blocks on a full pipe
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+    return proc, port
 
 
 class _Cdp:
@@ -61,6 +66,19 @@ class _Cdp:
         return self.call("Runtime.evaluate", expression=expression, returnByValue=True,
                          awaitPromise=True)["result"].get("value")
 
+    def wait_for(self, condition: str, timeout_s: float) -> bool:
+        """Whether ``condition`` (a page expression) became true within ``timeout_s``: the page re-checks it on
+        its own timer (animation frames stall in a hidden page), so the test waits on one reply instead of polling."""
+        return self.eval(f"""new Promise(resolve => {{
+            const give_up = performance.now() + {timeout_s * 1000};
+            const check = () => {{
+                if ({condition}) resolve(true);
+                else if (performance.now() > give_up) resolve(false);
+                else setTimeout(check, 20);
+            }};
+            check();
+        }})""")
+
 
 async def test_typed_line_is_answered_played_and_shown(tmp_path) -> None:
     async with open_web(WebServer(PipelineSpec(model="scripted", render_audio=True)), port=0) as url:
@@ -68,14 +86,10 @@ async def test_typed_line_is_answered_played_and_shown(tmp_path) -> None:
         try:
             cdp = await trio.to_thread.run_sync(_Cdp, port)
             await trio.to_thread.run_sync(lambda: cdp.call("Page.navigate", url=url + "/"))
-            with trio.fail_after(30):
-                while not await trio.to_thread.run_sync(cdp.eval, "!!(window.__microturn && window.__microturn.open)"):
-                    await trio.sleep(0.1)
+            assert await trio.to_thread.run_sync(cdp.wait_for, "window.__microturn && window.__microturn.open", 30)
             await trio.to_thread.run_sync(cdp.eval, "document.getElementById('text').value = 'hello there';"
                                           "document.getElementById('form').requestSubmit(); true")
-            with trio.fail_after(60):
-                while not await trio.to_thread.run_sync(cdp.eval, "window.__microturn.played > 0"):
-                    await trio.sleep(0.1)
+            assert await trio.to_thread.run_sync(cdp.wait_for, "window.__microturn.played > 0", 60)
             hooks = await trio.to_thread.run_sync(cdp.eval, "window.__microturn")
             assert ["user", "hello there"] in hooks["transcript"]
             assert any(role == "assistant" for role, _ in hooks["transcript"])
