@@ -52,6 +52,7 @@ from typing import Any
 import msgspec
 import trio
 
+from microturn.http_serving import open_hypercorn
 from microturn.log import get_logger
 from microturn.model.layout import DMEL, DMEL_BYTES, PATCH, PATCH_BYTES, EncodedTick, token_name
 from microturn.model.sglang_wire import (
@@ -849,16 +850,6 @@ class _EventStream:
 async def open_server(server: ModelServer, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> AsyncIterator[str]:
     """Serve ``server`` with hypercorn on trio while the block runs; yields the base URL (``port=0`` picks a free
     port). Leaving the block shuts the server down gracefully."""
-    from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
-
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 1.0
-    config.read_timeout = server.limits.read_timeout  # a client that stalls mid-request is dropped, not waited on
-    stop = trio.Event()
     reaper = trio.CancelScope()
 
     async def reap() -> None:
@@ -868,14 +859,12 @@ async def open_server(server: ModelServer, host: str = "127.0.0.1", port: int = 
     async with trio.open_nursery() as nursery:
         server.nursery = nursery
         nursery.start_soon(reap)
-        binds = await nursery.start(lambda task_status: hypercorn_serve(
-            server.app, config, shutdown_trigger=stop.wait, task_status=task_status))
-        url = binds[0].rstrip("/")
-        log.info("serve_listening", url=url, model=server.name)
         try:
-            yield url
+            # a client that stalls mid-request is dropped, not waited on
+            async with open_hypercorn(server.app, host, port, read_timeout=server.limits.read_timeout) as url:
+                log.info("serve_listening", url=url, model=server.name)
+                yield url
         finally:
-            stop.set()
             reaper.cancel()
             server.nursery = None
 

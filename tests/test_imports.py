@@ -15,7 +15,7 @@ LAYERS = {
     "messages": 0, "log": 0, "redaction": 0, "audio": 0, "tools": 0, "kernels": 0,
     "runtime": 1, "model": 1,
     "actors": 2,
-    "assembly": 3, "asr": 3, "serve": 3, "serve_cli": 3, "extras": 3, "realtime": 3,
+    "assembly": 3, "asr": 3, "serve": 3, "serve_cli": 3, "extras": 3, "http_serving": 3, "realtime": 3,
     "scenarios": 4, "demo": 4, "console": 4,
     "training": 5, "web": 5,
     "cli": 6, "__main__": 6,

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import trio
 
+from microturn.http_serving import open_hypercorn
 from microturn.log import get_logger
 from microturn.realtime.protocol import (
     MAX_FRAME_BYTES,
@@ -176,26 +177,10 @@ def make_app(factory: Callable[[], SessionHandler], limits: RealtimeLimits | Non
 @contextlib.asynccontextmanager
 async def open_realtime_server(app: Any, host: str = "127.0.0.1", port: int = 0, limits: RealtimeLimits | None = None):
     """Serve ``app`` with hypercorn on trio while the block runs; yields the base ``http://`` URL."""
-    from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
-
     limits = limits or RealtimeLimits()
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 1.0
     # hypercorn drops the connection past this; under it, our own limit answers with an error event instead
-    config.websocket_max_message_size = 4 * limits.max_frame_bytes
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: hypercorn_serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
-        )
-        try:
-            yield binds[0].rstrip("/")
-        finally:
-            stop.set()
+    async with open_hypercorn(app, host, port, websocket_max_message_size=4 * limits.max_frame_bytes) as url:
+        yield url
 
 
 @contextlib.contextmanager

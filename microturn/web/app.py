@@ -15,6 +15,7 @@ import msgspec
 import trio
 
 from microturn.assembly import FACTORY, PipelineSpec, build_pipeline
+from microturn.http_serving import open_hypercorn
 from microturn.log import get_logger
 from microturn.messages import DialogState, Interrupt, Playout, SpeechEnded, ToolCall, UserAudio, UserText
 from microturn.runtime import Actor, open_session
@@ -197,25 +198,9 @@ class WebServer:
 @contextlib.asynccontextmanager
 async def open_web(server: WebServer, host: str = "127.0.0.1", port: int = 8000) -> AsyncIterator[str]:
     """Serve ``server`` with hypercorn on trio while the block runs; yields the base URL (``port=0``: any)."""
-    from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
-
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 1.0
-    config.websocket_max_message_size = 1 << 20
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: hypercorn_serve(
-            server.app, config, shutdown_trigger=stop.wait, task_status=task_status))
-        url = binds[0].rstrip("/")
+    async with open_hypercorn(server.app, host, port, websocket_max_message_size=1 << 20) as url:
         log.info("web_listening", url=url)
-        try:
-            yield url
-        finally:
-            stop.set()
+        yield url
 
 
 def web_main(server: WebServer, host: str, port: int, on_ready: Callable[[str], None]) -> None:
